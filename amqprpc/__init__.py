@@ -1,0 +1,58 @@
+"""amqprpc: microservices that talk RPC and events over RabbitMQ, wire-compatible with Nameko.
+
+Importing this package is inert: it opens no connection, reads no environment, configures
+no logging and imports no optional dependency (SQLAlchemy, pymongo, aiohttp, click).
+"""
+
+from .calls import RpcFuture
+from .client import AsyncRpcClient, ClusterRpcClient
+from .config import Config
+from .containers import ServiceContainer, WorkerContext
+from .dependencies.rpc import RpcProxy
+from .entrypoints.rpc import Rpc, rpc
+from .exceptions import (
+    AmqpRpcError,
+    BrokerError,
+    BrokerUnreachable,
+    ConfigError,
+    ConnectionLost,
+    IncorrectSignature,
+    MalformedRequest,
+    MethodNotFound,
+    RemoteError,
+    RequestError,
+    RpcTimeout,
+    UnknownService,
+    remote_error,
+)
+from .extensions import DependencyProvider, Entrypoint, Extension
+from .runner import ServiceRunner
+
+__all__ = [
+    "AmqpRpcError",
+    "AsyncRpcClient",
+    "BrokerError",
+    "BrokerUnreachable",
+    "ClusterRpcClient",
+    "Config",
+    "ConfigError",
+    "ConnectionLost",
+    "DependencyProvider",
+    "Entrypoint",
+    "Extension",
+    "IncorrectSignature",
+    "MalformedRequest",
+    "MethodNotFound",
+    "RemoteError",
+    "RequestError",
+    "Rpc",
+    "RpcFuture",
+    "RpcProxy",
+    "RpcTimeout",
+    "ServiceContainer",
+    "ServiceRunner",
+    "UnknownService",
+    "WorkerContext",
+    "remote_error",
+    "rpc",
+]

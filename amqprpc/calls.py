@@ -1,0 +1,186 @@
+"""Making RPC calls over one broker connection: many in flight, replies matched by id.
+
+A ``Caller`` attaches to a ``BrokerConnection`` (a client's, or a service container's for
+``RpcProxy``). It consumes replies — RabbitMQ direct reply-to by default (no-ack, on the
+channel it publishes on), or a reply queue bound to the RPC exchange as Nameko services
+need — and resolves one ``RpcFuture`` per correlation id. Every call has a deadline,
+enforced by the I/O thread whether or not anyone waits on the future. The broker's
+``basic.return`` of a ``mandatory`` request fails that call with ``UnknownService`` at once.
+A late or duplicate reply finds no pending call: it is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from .config import Config
+from .exceptions import ConnectionLost, RpcTimeout, UnknownService, deserialize_error
+from .messages import DIRECT_REPLY_TO, Context, Outgoing, build_request, parse_reply
+from .serialization import codec_named
+from .transport import BrokerConnection, Delivery
+
+_log = logging.getLogger(__name__)
+
+
+class RpcFuture(Future[Any]):
+    """The outcome of one call. ``result()`` raises the remote error, or ``RpcTimeout``."""
+
+    def __init__(self, service: str, method: str, correlation_id: str, timeout: float) -> None:
+        super().__init__()
+        self.service = service
+        self.method = method
+        self.correlation_id = correlation_id
+        self.timeout = timeout
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return super().result(timeout)
+        except FutureTimeout:
+            raise RpcTimeout(
+                f"{self.service}.{self.method}: no reply within {timeout:.3g}s of waiting"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"<RpcFuture {self.service}.{self.method} {self.correlation_id} {self._state}>"
+
+
+def _resolve(future: RpcFuture, result: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:  # cancelled by its owner meanwhile
+        pass
+
+
+class Caller:
+    """Publishes requests and routes replies for one connection."""
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        config: Config,
+        *,
+        direct_reply_to: bool = True,
+        owner: str = "client",
+    ) -> None:
+        self.connection = connection
+        self.config = config
+        self.codec = codec_named(config.serializer)
+        self.direct_reply_to = direct_reply_to
+        self._pending: dict[str, RpcFuture] = {}
+        if direct_reply_to:
+            self.reply_to = DIRECT_REPLY_TO
+            self._reply_queue = ""
+        else:
+            reply_id = str(uuid.uuid4())
+            self.reply_to = reply_id  # Nameko's scheme: routing key = the queue's uuid
+            self._reply_queue = f"rpc.reply-{owner}-{reply_id}"
+        connection.on_connect(self._on_connect)
+        connection.on_lost(self._on_lost)
+        connection.on_return(self._on_return)
+
+    def call_async(
+        self,
+        service: str,
+        method: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        context: Context | None = None,
+    ) -> RpcFuture:
+        """Send a request now; the future resolves with the reply or fails by the deadline."""
+        timeout = self.config.rpc_timeout if timeout is None else timeout
+        if timeout <= 0:
+            raise RpcTimeout(f"{service}.{method}: the caller's deadline has already passed")
+        correlation_id = str(uuid.uuid4())
+        message = build_request(
+            service,
+            method,
+            args,
+            kwargs or {},
+            codec=self.codec,
+            exchange=self.config.rpc_exchange,
+            reply_to=self.reply_to,
+            correlation_id=correlation_id,
+            timeout=timeout,
+            context=context,
+            header_prefix=self.config.header_prefix,
+        )
+        future = RpcFuture(service, method, correlation_id, timeout)
+        self._pending[correlation_id] = future
+        self.connection.publish(message)
+        self.connection.call_later(timeout, lambda: self._expire(correlation_id))
+        return future
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------ I/O thread
+
+    def _on_connect(self, channel: Any) -> None:
+        channel.exchange_declare(self.config.rpc_exchange, "topic", durable=True, auto_delete=False)
+        if self.direct_reply_to:
+            self.connection.consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            return
+        channel.queue_declare(self._reply_queue, exclusive=True, auto_delete=True)
+        channel.queue_bind(self._reply_queue, self.config.rpc_exchange, self.reply_to)
+        self.connection.consume(self._reply_queue, self._on_reply, no_ack=True)
+
+    def _on_reply(self, delivery: Delivery) -> None:
+        correlation_id = delivery.properties.get("correlation_id")
+        future = self._pending.pop(correlation_id, None) if correlation_id else None
+        if future is None:
+            _log.info("dropped a late or duplicate reply (correlation id %s)", correlation_id)
+            return
+        try:
+            result, error = parse_reply(
+                delivery.body, delivery.properties.get("content_type"), self.config.max_message_size
+            )
+        except Exception as exc:
+            _resolve(future, error=exc)
+            return
+        if error is not None:
+            _resolve(future, error=deserialize_error(error))
+        else:
+            _resolve(future, result)
+
+    def _on_return(self, message: Outgoing, reply_text: str) -> None:
+        correlation_id = message.properties.get("correlation_id")
+        future = self._pending.pop(correlation_id, None) if correlation_id else None
+        if future is not None:
+            _resolve(future, error=UnknownService(future.service))
+
+    def _expire(self, correlation_id: str) -> None:
+        future = self._pending.pop(correlation_id, None)
+        if future is None:
+            return
+        why = "" if self.connection.is_connected else " (not connected to the broker)"
+        _resolve(future, error=RpcTimeout(
+            f"{future.service}.{future.method}: no reply within {future.timeout:.3g}s{why}"
+        ))
+
+    def _on_lost(self, error: BaseException) -> None:
+        """Replies to requests sent on a dead connection can never arrive: fail them now."""
+        for correlation_id in list(self._pending):
+            future = self._pending.pop(correlation_id, None)
+            if future is None:
+                continue
+            _resolve(future, error=ConnectionLost(
+                f"{future.service}.{future.method}: connection to the broker lost before the "
+                "reply; the call may or may not have run"
+            ))
+
+
+def remaining_timeout(default: float, deadline: float | None) -> float:
+    """A nested call's timeout: its own, but never past its parent's deadline."""
+    if deadline is None:
+        return default
+    return min(default, deadline - time.time())

@@ -1,0 +1,191 @@
+"""The ``amqprpc`` command: thin glue that parses, builds a Config and calls the runtime.
+
+Errors a user can fix are one line on stderr with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .config import Config
+from .exceptions import AmqpRpcError, BrokerError, ConfigError
+
+EXIT_REMOTE_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_BROKER = 3
+
+_log = logging.getLogger("amqprpc.cli")
+
+
+class CliError(click.ClickException):
+    """A failure the user can act on, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _build_config(config_path: str | None, **overrides: Any) -> Config:
+    try:
+        return Config.load(config_path, **overrides)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+
+
+def _friendly(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``, turning amqprpc errors into one-line CLI errors."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    except BrokerError as exc:
+        raise CliError(str(exc), EXIT_BROKER) from None
+
+
+broker_option = click.option(
+    "--broker", "broker_url", metavar="URL",
+    help="Broker URL (default: $AMQPRPC_BROKER_URL, the config file, or amqp://guest:guest@127.0.0.1:5672/).",
+)
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
+    help="A TOML config file.",
+)
+
+
+@click.group()
+@click.version_option(package_name="amqprpc")
+def main() -> None:
+    """amqprpc: microservices that talk RPC and events over RabbitMQ."""
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
+@broker_option
+@config_option
+@click.option("--concurrency", type=click.IntRange(min=1), help="Handlers at a time (default 10).")
+@click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight calls get on stop (default 30).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None,
+        concurrency: int | None, grace: float | None, log_level: str) -> None:
+    """Run the services found in MODULE (or just MODULE:Class) until SIGTERM/SIGINT.
+
+    A first signal stops gracefully (in-flight calls finish, up to --grace seconds); a
+    second one stops at once. A broker that is down is retried until it answers.
+    """
+    from .runner import ServiceRunner, find_services
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace)
+    classes = _friendly(lambda: find_services(targets))
+    runner = ServiceRunner(config)
+    for cls in classes:
+        _friendly(lambda cls=cls: runner.add_service(cls))
+
+    stop_requested = threading.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            _log.warning("second signal: stopping at once")
+            runner.kill()
+            os._exit(1)
+        _log.info("signal %d: stopping gracefully", signum)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    _friendly(lambda: runner.start(wait=False))
+    names = ", ".join(c.service_name for c in runner.containers)
+    _log.info("running %s (pid %d, broker %s)", names, os.getpid(), runner.containers[0].connection.address)
+    stop_requested.wait()
+    clean = runner.stop()
+    logging.shutdown()
+    if not clean:
+        os._exit(1)  # handler threads still running past the grace period: leave them
+
+
+@main.command()
+@click.argument("target", metavar="SERVICE.METHOD")
+@click.argument("arguments", required=False, metavar="[JSON]")
+@broker_option
+@config_option
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to wait (default 30).")
+def call(target: str, arguments: str | None, broker_url: str | None, config_path: str | None,
+         timeout: float | None) -> None:
+    """Call SERVICE.METHOD and print its JSON result.
+
+    JSON is an object (keyword arguments) or an array (positional arguments).
+    """
+    from .client import ClusterRpcClient
+
+    service, dot, method = target.partition(".")
+    if not dot or not service or not method:
+        raise CliError(f"expected SERVICE.METHOD, got {target!r}", EXIT_CONFIG)
+    args, kwargs = _parse_arguments(arguments)
+    config = _build_config(config_path, broker_url=broker_url, rpc_timeout=timeout)
+    client = ClusterRpcClient(config=config)
+    _friendly(client.start)
+    try:
+        result = client.call(service, method, *args, **kwargs)
+    except AmqpRpcError as exc:
+        click.echo(f"{type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_BROKER if isinstance(exc, BrokerError) else EXIT_REMOTE_ERROR)
+    finally:
+        client.stop()
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+
+
+def _parse_arguments(text: str | None) -> tuple[list[Any], dict[str, Any]]:
+    if text is None or not text.strip():
+        return [], {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"arguments are not valid JSON: {exc}", EXIT_CONFIG) from None
+    if isinstance(value, dict):
+        return [], value
+    if isinstance(value, list):
+        return value, {}
+    raise CliError("arguments must be a JSON object (keyword) or array (positional)", EXIT_CONFIG)
+
+
+@main.command()
+@broker_option
+@config_option
+def shell(broker_url: str | None, config_path: str | None) -> None:
+    """An interactive Python shell with a connected client named `rpc`."""
+    import code
+
+    from .client import ClusterRpcClient
+
+    config = _build_config(config_path, broker_url=broker_url)
+    client = ClusterRpcClient(config=config)
+    _friendly(client.start)
+    banner = (f"amqprpc shell, broker {client.config.broker_url.rsplit('@', 1)[-1]}\n"
+              "`rpc` is connected: rpc.<service>.<method>(...), rpc.call('svc', 'method', ...)")
+    try:
+        code.interact(banner=banner, local={"rpc": client}, exitmsg="")
+    finally:
+        client.stop()
+
+
+@main.command("config")
+@broker_option
+@config_option
+def show_config(broker_url: str | None, config_path: str | None) -> None:
+    """Print the effective configuration (defaults < file < environment < flags)."""
+    config = _build_config(config_path, broker_url=broker_url)
+    click.echo(json.dumps(config.as_dict(), indent=2, default=str))

@@ -1,0 +1,172 @@
+"""Calling services from outside them: a blocking client and an asyncio one.
+
+Both keep one connection (with its I/O thread) and any number of calls in flight on it::
+
+    with ClusterRpcClient() as rpc:
+        rpc.greeter.hello("Ann")                       # blocking
+        rpc.call("greeter", "hello", name="Ann")       # the same, explicit
+        future = rpc.greeter.hello.call_async("Ann")   # many in flight
+        future.result()
+
+    async with AsyncRpcClient() as rpc:
+        await rpc.greeter.hello("Ann")
+
+The keyword ``_timeout`` (seconds) is reserved for the per-call timeout; every other
+keyword goes to the remote method. ``direct_reply_to=False`` uses a reply queue instead,
+which Nameko services need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from .calls import Caller, RpcFuture
+from .config import Config
+from .messages import Context
+from .transport import BrokerConnection
+
+T = TypeVar("T")
+
+
+class MethodProxy(Generic[T]):
+    """``proxy.method(...)`` calls; ``proxy.method.call_async(...)`` returns a future."""
+
+    def __init__(self, client: _ClientBase[T], service: str, method: str) -> None:
+        self._client = client
+        self.service = service
+        self.method = method
+
+    def __call__(self, *args: Any, _timeout: float | None = None, **kwargs: Any) -> T:
+        return self._client.call(self.service, self.method, *args, _timeout=_timeout, **kwargs)
+
+    def call_async(self, *args: Any, _timeout: float | None = None, **kwargs: Any) -> RpcFuture:
+        return self._client.call_async(
+            self.service, self.method, *args, _timeout=_timeout, **kwargs
+        )
+
+    def __repr__(self) -> str:
+        return f"<MethodProxy {self.service}.{self.method}>"
+
+
+class ServiceProxy(Generic[T]):
+    """``client.<service>``: attribute access names a method of that service."""
+
+    def __init__(self, client: _ClientBase[T], service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, method: str) -> MethodProxy[T]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return MethodProxy(self._client, self._service, method)
+
+    def __repr__(self) -> str:
+        return f"<ServiceProxy {self._service}>"
+
+
+class _ClientBase(Generic[T]):
+    """What both clients share: config, connection, caller, attribute sugar."""
+
+    def __init__(
+        self,
+        broker_url: str | None = None,
+        *,
+        config: Config | None = None,
+        timeout: float | None = None,
+        direct_reply_to: bool = True,
+        context: Context | None = None,
+        name: str | None = None,
+    ) -> None:
+        config = config or Config.load()
+        self.config = config.replace(broker_url=broker_url, rpc_timeout=timeout)
+        self.context: Context = dict(context or {})
+        name = name or f"client-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._connection = BrokerConnection(
+            self.config.broker_url,
+            name=name,
+            heartbeat=self.config.heartbeat,
+            connect_timeout=self.config.connect_timeout,
+            confirms=False,  # requests rely on mandatory + the reply; no confirm round trips
+        )
+        self._caller = Caller(self._connection, self.config, direct_reply_to=direct_reply_to,
+                              owner=name)
+
+    def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
+             **kwargs: Any) -> T:
+        raise NotImplementedError
+
+    def call_async(self, service: str, method: str, *args: Any, _timeout: float | None = None,
+                   **kwargs: Any) -> RpcFuture:
+        """Send the request now and return a future for its reply."""
+        return self._caller.call_async(service, method, args, kwargs, timeout=_timeout,
+                                       context=self.context)
+
+    def __getattr__(self, service: str) -> ServiceProxy[T]:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        return ServiceProxy(self, service)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection.is_connected
+
+    @property
+    def blocked_reason(self) -> str | None:
+        """Why the broker blocks publishing (a resource alarm), or None."""
+        return self._connection.blocked_reason
+
+
+class ClusterRpcClient(_ClientBase[Any]):
+    """A blocking, thread-safe client; use it as a context manager or start()/stop()."""
+
+    def start(self) -> Self:
+        """Connect; raises BrokerUnreachable when the broker does not answer."""
+        self._connection.start(wait=True)
+        return self
+
+    def stop(self) -> None:
+        self._connection.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
+             **kwargs: Any) -> Any:
+        """Call ``service.method`` and wait for its result (or its error)."""
+        return self.call_async(service, method, *args, _timeout=_timeout, **kwargs).result()
+
+
+class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
+    """The asyncio client: the same calls, awaitable. Use ``async with`` or start()/stop()."""
+
+    async def start(self) -> Self:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: self._connection.start(wait=True))
+        return self
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._connection.stop)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
+             **kwargs: Any) -> Awaitable[Any]:
+        """An awaitable for ``service.method``'s result; the request is sent at once."""
+        return asyncio.wrap_future(
+            self.call_async(service, method, *args, _timeout=_timeout, **kwargs)
+        )

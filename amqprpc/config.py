@@ -1,0 +1,180 @@
+"""Configuration as a value: built once (defaults < file < environment < flags), passed down.
+
+There is no module-level config. ``Config.load()`` reads a TOML file and ``AMQPRPC_*``
+environment variables; everything it does not know lands in ``extra`` for services to
+read (``config["PAYMENTS_URL"]``). Declared on a service class, ``Config()`` is also a
+dependency: it injects the config its container runs with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import ConfigError
+from .extensions import DependencyProvider
+
+if TYPE_CHECKING:
+    from .containers import ServiceContainer, WorkerContext
+
+ENV_PREFIX = "AMQPRPC_"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass(frozen=True, eq=False)
+class Config(DependencyProvider, Mapping[str, Any]):
+    """Settings for workers, clients and the bridge.
+
+    Mapping access (``config["KEY"]``) reads ``extra`` first, then the named fields by
+    their upper-case name, so services see one flat namespace as in Nameko.
+    """
+
+    broker_url: str = DEFAULT_BROKER_URL
+    rpc_exchange: str = "nameko-rpc"
+    header_prefix: str = "nameko"
+    serializer: str = "json"
+    concurrency: int = 10
+    prefetch: int = 0  # 0: the same as concurrency
+    max_message_size: int = 1024 * 1024
+    heartbeat: float = 20.0
+    connect_timeout: float = 5.0
+    rpc_timeout: float = 30.0
+    grace: float = 30.0
+    queue_type: str = "classic"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "max_message_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        for name in ("prefetch",):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.serializer not in ("json", "msgpack"):
+            raise ConfigError(f"serializer must be 'json' or 'msgpack', got {self.serializer!r}")
+        if self.queue_type not in ("classic", "quorum"):
+            raise ConfigError(f"queue_type must be 'classic' or 'quorum', got {self.queue_type!r}")
+        if not self.broker_url.startswith(("amqp://", "amqps://")):
+            raise ConfigError(f"broker_url must start with amqp:// or amqps://: {self.broker_url!r}")
+
+    @property
+    def effective_prefetch(self) -> int:
+        """Unacked deliveries a worker takes: its concurrency unless set."""
+        return self.prefetch or self.concurrency
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Config:
+        """Layer defaults < TOML file < ``AMQPRPC_*`` environment < ``overrides``."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        if path is not None:
+            _merge(values, extra, _read_toml(Path(path)), source=str(path))
+        env_values = {
+            key[len(ENV_PREFIX):].lower(): value
+            for key, value in (os.environ if env is None else env).items()
+            if key.startswith(ENV_PREFIX)
+        }
+        _merge(values, extra, env_values, source="environment", from_text=True)
+        _merge(values, extra, {k: v for k, v in overrides.items() if v is not None}, "flags")
+        try:
+            return cls(**values, extra=extra)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting, for ``amqprpc config``; the broker password is masked."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data["broker_url"] = _mask_password(self.broker_url)
+        data["extra"] = dict(self.extra)
+        return data
+
+    # Mapping: one flat namespace, as Nameko services expect.
+    def __getitem__(self, key: str) -> Any:
+        if key in self.extra:
+            return self.extra[key]
+        name = key.lower()
+        if name in _FIELD_TYPES:
+            return getattr(self, name)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (name.upper() for name in _FIELD_TYPES)
+        yield from self.extra
+
+    def __len__(self) -> int:
+        return len(_FIELD_TYPES) + len(self.extra)
+
+    # As a dependency: inject the running container's config. A value needs no binding.
+    def bind(self, container: ServiceContainer, attr_name: str) -> Config:
+        return self
+
+    def get_dependency(self, worker_ctx: WorkerContext) -> Config:
+        return worker_ctx.container.config
+
+
+_FIELD_TYPES: dict[str, type] = {
+    f.name: {"str": str, "int": int, "float": float}[str(f.type)]
+    for f in fields(Config)
+    if f.name != "extra"
+}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    # Settings may sit at the top level or under an [amqprpc] table.
+    section = data.pop("amqprpc", {})
+    return {**data, **section} if isinstance(section, dict) else data
+
+
+def _merge(
+    values: dict[str, Any],
+    extra: dict[str, Any],
+    source_values: Mapping[str, Any],
+    source: str,
+    from_text: bool = False,
+) -> None:
+    for key, value in source_values.items():
+        name = key.lower()
+        kind = _FIELD_TYPES.get(name)
+        if kind is None:
+            extra[key.upper() if from_text else key] = value
+            continue
+        try:
+            values[name] = kind(value) if from_text or kind is float else value
+        except ValueError:
+            raise ConfigError(f"{name} from {source} must be {kind.__name__}: {value!r}") from None
+        if not isinstance(values[name], kind):
+            raise ConfigError(f"{name} from {source} must be {kind.__name__}: {value!r}")
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"

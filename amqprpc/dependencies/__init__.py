@@ -1,0 +1,1 @@
+"""Dependency providers: what a handler gets injected."""

@@ -1,0 +1,1 @@
+"""Entrypoints: what makes a service method run."""

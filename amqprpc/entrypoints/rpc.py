@@ -1,0 +1,218 @@
+"""``@rpc``: methods other services and clients call.
+
+Topology (Nameko's)::
+
+    caller --(rk "<service>.<method>")--> [nameko-rpc, topic, durable]
+        --("<service>.*")--> queue "rpc-<service>" (durable) --> every worker of the service
+
+All workers of a service consume one queue, so they compete for calls: that is the load
+balancing. Each takes at most ``prefetch`` (= concurrency) unacked calls. A call is acked
+only once its reply is published and confirmed by the broker; a worker that dies before
+then leaves the call unacked, and the broker redelivers it to another worker.
+
+Requests that cannot run (unknown method, bad arguments, undecodable or forbidden body,
+past their deadline) are answered with an error reply and acked, never requeued, so
+garbage never loops and the worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from typing import Any
+
+from ..containers import WorkerContext
+from ..exceptions import (
+    AmqpRpcError,
+    IncorrectSignature,
+    MalformedRequest,
+    MethodNotFound,
+    serialize_error,
+)
+from ..extensions import Entrypoint, ExcInfo, Extension
+from ..messages import build_reply, deadline_of, decode_context, parse_request
+from ..serialization import JSON, Codec, codec_for, codec_named
+from ..transport import Delivery
+
+_log = logging.getLogger(__name__)
+
+
+class Rpc(Entrypoint):
+    """Expose a method as ``<service>.<method>`` over RPC.
+
+    ``expected_exceptions``: errors that are part of the method's contract; they are
+    logged as warnings instead of errors. ``http`` and ``roles`` describe how the HTTP
+    bridge exposes the method (see docs/bridge.md).
+    """
+
+    def __init__(
+        self,
+        *,
+        expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
+        http: str | bool | None = None,
+        roles: list[str] | tuple[str, ...] | None = None,
+    ) -> None:
+        if isinstance(expected_exceptions, type):
+            expected_exceptions = (expected_exceptions,)
+        self.expected_exceptions = tuple(expected_exceptions)
+        self.http = http
+        self.roles = tuple(roles or ())
+        self.signature: inspect.Signature | None = None
+
+    def setup(self) -> None:
+        method = getattr(self.container.service_cls, self.method_name)
+        self.signature = inspect.signature(method)
+        consumer = self.container.shared_extension(RpcConsumer, RpcConsumer)
+        consumer.register(self)
+
+    def check_signature(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise IncorrectSignature unless the arguments bind (``self`` included)."""
+        assert self.signature is not None
+        try:
+            self.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise IncorrectSignature(f"{self.container.service_name}.{self.method_name}: {exc}") from None
+
+
+rpc = Rpc.decorator
+
+
+class RpcConsumer(Extension):
+    """Consumes the service's queue and dispatches each request to its ``@rpc`` method."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Rpc] = {}
+        self._consumer_tag: str | None = None
+        self._stopping = False
+
+    def register(self, entrypoint: Rpc) -> None:
+        self._methods[entrypoint.method_name] = entrypoint
+
+    @property
+    def queue_name(self) -> str:
+        return f"rpc-{self.container.service_name}"
+
+    def setup(self) -> None:
+        container = self.container
+        self._service = container.service_name
+        self._config = container.config
+        self._connection = container.connection
+        self._default_codec = codec_named(self._config.serializer)
+        self._connection.on_connect(self._declare_and_consume)
+
+    def _declare_and_consume(self, channel: Any) -> None:
+        if self._stopping:
+            return
+        config = self._config
+        channel.exchange_declare(config.rpc_exchange, "topic", durable=True, auto_delete=False)
+        arguments = {"x-queue-type": "quorum"} if config.queue_type == "quorum" else None
+        channel.queue_declare(self.queue_name, durable=True, auto_delete=False, arguments=arguments)
+        channel.queue_bind(self.queue_name, config.rpc_exchange, f"{self._service}.*")
+        channel.basic_qos(0, config.effective_prefetch, False)
+        self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery)
+
+    def stop(self) -> None:
+        """Stop taking new calls; calls already received still run and are answered."""
+        self._stopping = True
+        done = threading.Event()
+
+        def cancel() -> None:
+            if self._consumer_tag is not None:
+                try:
+                    self._connection.cancel(self._consumer_tag)
+                except Exception:
+                    _log.debug("cancel of %s failed (connection gone)", self.queue_name, exc_info=True)
+                self._consumer_tag = None
+            done.set()
+
+        if self._connection.is_connected:
+            self._connection.call_soon(cancel)
+            done.wait(5)
+
+    def kill(self) -> None:
+        self._stopping = True
+
+    # ------------------------------------------------------------ per request
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        """On the I/O thread: hand the request to the pool at once."""
+        self.container.submit(lambda: self._handle(delivery))
+
+    def _handle(self, delivery: Delivery) -> None:
+        props = delivery.properties
+        method_name = delivery.routing_key.partition(".")[2]
+        deadline = deadline_of(delivery.headers)
+        if deadline is not None and deadline < time.time():
+            _log.info("skipped %s.%s: its caller's deadline passed %.3fs ago",
+                      self._service, method_name, time.time() - deadline)
+            self._connection.ack(delivery)
+            return
+        try:
+            codec = codec_for(props.get("content_type"))
+        except MalformedRequest as exc:
+            self._reply(delivery, JSON_CODEC, None, exc)
+            return
+        try:
+            entrypoint = self._methods.get(method_name)
+            if entrypoint is None:
+                raise MethodNotFound(f"{self._service}.{method_name}: no such @rpc method")
+            request = parse_request(delivery.body, props.get("content_type"),
+                                    self._config.max_message_size)
+            entrypoint.check_signature(request.args, request.kwargs)
+        except (MethodNotFound, MalformedRequest, IncorrectSignature) as exc:
+            _log.warning("refused %s.%s: %s", self._service, method_name, exc)
+            self._reply(delivery, codec, None, exc)
+            return
+        worker_ctx = WorkerContext(
+            self.container,
+            entrypoint,
+            request.args,
+            request.kwargs,
+            decode_context(delivery.headers, self._config.header_prefix),
+            request_id=props.get("correlation_id"),
+            deadline=deadline,
+            redelivered=delivery.redelivered,
+        )
+
+        def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+            self._reply(delivery, codec, result, exc_info[1] if exc_info else None)
+
+        self.container.run_worker(worker_ctx, on_result)
+
+    def _reply(self, delivery: Delivery, codec: Codec, result: Any,
+               error: BaseException | None) -> None:
+        """Publish the reply, then ack the request once the broker confirms the reply."""
+        reply_to = delivery.properties.get("reply_to")
+        if not reply_to:
+            self._connection.ack(delivery)
+            return
+        build = dict(codec=codec, reply_to=reply_to,
+                     correlation_id=delivery.properties.get("correlation_id"),
+                     rpc_exchange=self._config.rpc_exchange)
+        try:
+            message = build_reply(result, serialize_error(error) if error else None, **build)
+        except Exception as exc:  # the result cannot be encoded: say so instead
+            _log.error("%s: cannot encode the reply of %s: %s", self._service,
+                       delivery.routing_key, exc)
+            message = build_reply(None, serialize_error(_unencodable(exc)), **build)
+        connection = self._connection
+
+        def confirmed(failure: BaseException | None) -> None:
+            if failure is None:
+                connection.ack(delivery)
+            # else: the connection died; the broker redelivers the request
+
+        connection.publish(message, on_confirm=confirmed)
+
+
+JSON_CODEC = codec_for(JSON)
+
+
+class UnencodableResult(AmqpRpcError):
+    """The handler returned a value the request's serializer cannot encode."""
+
+
+def _unencodable(exc: Exception) -> UnencodableResult:
+    return UnencodableResult(f"the result cannot be serialized: {exc}")

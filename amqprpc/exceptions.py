@@ -1,0 +1,183 @@
+"""Every error amqprpc raises, and how errors cross the wire.
+
+The tree::
+
+    AmqpRpcError
+    ├── ConfigError                     bad configuration, found at start
+    ├── BrokerError                     talking to RabbitMQ failed
+    │   ├── BrokerUnreachable           could not connect (also ConnectionError)
+    │   └── ConnectionLost              the connection broke with this call in flight
+    ├── RpcTimeout                      no reply by the call's deadline (also TimeoutError)
+    ├── UnknownService                  no queue is bound for the service
+    ├── RemoteError                     the handler raised; carries the remote type and message
+    └── RequestError                    the worker refused the request before running a handler
+        ├── MethodNotFound              no @rpc method of that name
+        ├── IncorrectSignature          the arguments do not fit the method
+        └── MalformedRequest            undecodable, oversized or incomplete message
+
+Errors that cross the wire are data: ``{"exc_type", "exc_path", "exc_args", "value"}``
+(Nameko's format). The caller rebuilds only classes on an allow-list and raises
+``RemoteError`` for everything else; it never imports a module a message names.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeVar
+
+__all__ = [
+    "AmqpRpcError",
+    "BrokerError",
+    "BrokerUnreachable",
+    "ConfigError",
+    "ConnectionLost",
+    "IncorrectSignature",
+    "MalformedRequest",
+    "MethodNotFound",
+    "RemoteError",
+    "RequestError",
+    "RpcTimeout",
+    "UnknownService",
+    "deserialize_error",
+    "remote_error",
+    "serialize_error",
+]
+
+_REMOTE_SAFE = "__amqprpc_remote_safe__"
+E = TypeVar("E", bound=type[BaseException])
+
+
+class AmqpRpcError(Exception):
+    """Root of every error amqprpc raises."""
+
+
+class ConfigError(AmqpRpcError):
+    """Raised at start when configuration is missing or invalid."""
+
+
+class BrokerError(AmqpRpcError):
+    """Raised when talking to the broker fails."""
+
+
+class BrokerUnreachable(BrokerError, ConnectionError):
+    """Raised when no connection to the broker could be made."""
+
+
+class ConnectionLost(BrokerError, ConnectionError):
+    """Raised for a call whose connection broke before its reply arrived.
+
+    The request may or may not have run: the caller decides whether a retry is safe.
+    """
+
+
+class RpcTimeout(AmqpRpcError, TimeoutError):
+    """Raised when no reply arrived by the call's deadline."""
+
+
+class UnknownService(AmqpRpcError):
+    """Raised at once when the broker returns a request: no queue serves that service."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self.service = service
+
+    def __str__(self) -> str:
+        return f"unknown service: {self.service!r} (no running worker has declared its queue)"
+
+
+class RemoteError(AmqpRpcError):
+    """Raised by a caller when the remote handler raised a type not on the allow-list."""
+
+    def __init__(self, exc_type: str, value: str = "", exc_path: str = "") -> None:
+        super().__init__(exc_type, value)
+        self.exc_type = exc_type
+        self.value = value
+        self.exc_path = exc_path
+
+    def __str__(self) -> str:
+        return f"{self.exc_type} {self.value}".strip()
+
+
+class RequestError(AmqpRpcError):
+    """Base of the errors a worker answers with before any handler runs."""
+
+
+class MethodNotFound(RequestError):
+    """Raised when a request names no ``@rpc`` method of the service."""
+
+
+class IncorrectSignature(RequestError):
+    """Raised when a request's arguments do not bind to the method's signature."""
+
+
+class MalformedRequest(RequestError):
+    """Raised when a request cannot be decoded or lacks ``args``/``kwargs``."""
+
+
+def remote_error(cls: E) -> E:
+    """Mark an exception class as safe to rebuild on the caller's side.
+
+    A caller rebuilds a remote error as this class (instead of ``RemoteError``) when the
+    class is marked and its module is already imported in the caller's process.
+    """
+    setattr(cls, _REMOTE_SAFE, True)
+    return cls
+
+
+# Nameko's own names for the request errors, so errors from Nameko services map too.
+_BUILTIN_BY_NAME: dict[str, type[AmqpRpcError]] = {
+    "MethodNotFound": MethodNotFound,
+    "IncorrectSignature": IncorrectSignature,
+    "MalformedRequest": MalformedRequest,
+    "UnknownService": UnknownService,
+}
+for _cls in _BUILTIN_BY_NAME.values():
+    remote_error(_cls)
+
+
+def serialize_error(exc: BaseException) -> dict[str, Any]:
+    """Describe an exception as Nameko does: type name, import path, args, message."""
+    cls = type(exc)
+    try:
+        value = str(exc)
+    except Exception:  # a broken __str__ must not break the reply
+        value = repr(exc.args)
+    return {
+        "exc_type": cls.__name__,
+        "exc_path": f"{cls.__module__}.{cls.__qualname__}",
+        "exc_args": [_plain(arg) for arg in exc.args],
+        "value": value,
+    }
+
+
+def deserialize_error(data: Any) -> BaseException:
+    """Rebuild an allow-listed exception, else a ``RemoteError``."""
+    if not isinstance(data, dict):
+        return RemoteError("RemoteError", repr(data))
+    exc_type = str(data.get("exc_type") or "RemoteError")
+    exc_path = str(data.get("exc_path") or "")
+    value = str(data.get("value") or "")
+    args = data.get("exc_args") or []
+    cls = _allowed_class(exc_type, exc_path)
+    if cls is not None:
+        try:
+            return cls(*args) if isinstance(args, list) else cls(value)
+        except Exception:
+            pass
+    return RemoteError(exc_type, value, exc_path)
+
+
+def _allowed_class(exc_type: str, exc_path: str) -> type[BaseException] | None:
+    module_name, _, qualname = exc_path.rpartition(".")
+    module = sys.modules.get(module_name)  # never import what a message names
+    cls = getattr(module, qualname, None) if module is not None else None
+    if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__dict__.get(_REMOTE_SAFE):
+        return cls
+    return _BUILTIN_BY_NAME.get(exc_type)
+
+
+def _plain(value: Any) -> Any:
+    """Exception args as JSON-safe values (strings for anything else)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)

@@ -1,0 +1,118 @@
+"""The extension vocabulary: entrypoints trigger workers, dependency providers feed them.
+
+Lifecycle of every extension, driven by its container::
+
+    bind(container, name) -> setup() -> start() -> ... -> stop()   (graceful)
+                                                       \\-> kill()   (at once; may swallow, logs)
+
+Per call, each dependency provider sees::
+
+    get_dependency(worker_ctx) -> worker_setup(worker_ctx) -> handler runs
+        -> worker_result(worker_ctx, result, exc_info) -> worker_teardown(worker_ctx)
+
+``__init__`` only records arguments: resources open in ``setup`` and close in ``stop``.
+Decorators record an entrypoint on the function and return the function unchanged, so a
+service method is still a plain method (unit tests call it without a broker).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+if TYPE_CHECKING:
+    from .containers import ServiceContainer, WorkerContext
+
+F = TypeVar("F", bound=Callable[..., Any])
+ENTRYPOINTS_ATTR = "__amqprpc_entrypoints__"
+ExcInfo = tuple[type[BaseException], BaseException, Any] | None
+
+
+class Extension:
+    """Something a container owns for its lifetime."""
+
+    container: ServiceContainer
+    attr_name: str = ""
+
+    def bind(self, container: ServiceContainer, attr_name: str) -> Self:
+        """A copy of this declaration that belongs to one container."""
+        bound = copy.copy(self)
+        bound.container = container
+        bound.attr_name = attr_name
+        return bound
+
+    def setup(self) -> None:
+        """Open resources (connections, engines). Called before any extension starts."""
+
+    def start(self) -> None:
+        """Begin work (consume, schedule). Called once every extension is set up."""
+
+    def stop(self) -> None:
+        """Finish gracefully: called after in-flight workers have completed."""
+
+    def kill(self) -> None:
+        """Stop at once; may swallow errors, and must log what it swallows."""
+
+
+class DependencyProvider(Extension):
+    """Injects a value into the service instance for each call."""
+
+    def get_dependency(self, worker_ctx: WorkerContext) -> Any:
+        """The object the handler sees as ``self.<attr_name>`` for this call."""
+        return None
+
+    def worker_setup(self, worker_ctx: WorkerContext) -> None:
+        """Before the handler runs."""
+
+    def worker_result(self, worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+        """After the handler returned ``result`` or raised ``exc_info``."""
+
+    def worker_teardown(self, worker_ctx: WorkerContext) -> None:
+        """Always, last, after the reply is handed to the broker."""
+
+
+class Entrypoint(Extension):
+    """Something that makes a service method run: a message, a timer, an event."""
+
+    method_name: str = ""
+    expected_exceptions: tuple[type[BaseException], ...] = ()
+    is_async: bool = False
+
+    # Subclasses with no arguments may be applied bare (``@rpc``) or called (``@rpc()``).
+    decorator_kwargs: ClassVar[tuple[str, ...]] = ()
+
+    def bind_method(self, container: ServiceContainer, method_name: str) -> Self:
+        bound = self.bind(container, method_name)
+        bound.method_name = method_name
+        return bound
+
+    @classmethod
+    def decorator(cls, *args: Any, **kwargs: Any) -> Any:
+        """Record an instance of this entrypoint on the decorated function.
+
+        ``@cls`` (bare) and ``@cls(...)`` both work; the function is returned unchanged.
+        """
+        if len(args) == 1 and not kwargs and callable(args[0]) and not _is_class(args[0]):
+            return register_entrypoint(args[0], cls())
+
+        def record(fn: F) -> F:
+            return register_entrypoint(fn, cls(*args, **kwargs))
+
+        return record
+
+
+def register_entrypoint(fn: F, entrypoint: Entrypoint) -> F:
+    """Attach an entrypoint declaration to ``fn``; a method may carry several."""
+    declared = fn.__dict__.setdefault(ENTRYPOINTS_ATTR, [])
+    declared.append(entrypoint)
+    return fn
+
+
+def entrypoints_of(fn: Any) -> list[Entrypoint]:
+    """The entrypoint declarations recorded on a function (empty for plain methods)."""
+    return list(getattr(fn, ENTRYPOINTS_ATTR, ()))
+
+
+def _is_class(value: Any) -> bool:
+    return isinstance(value, type)

@@ -1,0 +1,1 @@
+"""Example services used by the README, the demo and the tests."""
