@@ -8,6 +8,7 @@ from .calls import RpcFuture
 from .client import AsyncRpcClient, ClusterRpcClient
 from .config import Config
 from .containers import ServiceContainer, WorkerContext
+from .dependencies.context import CallContext
 from .dependencies.rpc import RpcProxy
 from .entrypoints.rpc import Rpc, rpc
 from .exceptions import (
@@ -33,6 +34,7 @@ __all__ = [
     "AsyncRpcClient",
     "BrokerError",
     "BrokerUnreachable",
+    "CallContext",
     "ClusterRpcClient",
     "Config",
     "ConfigError",

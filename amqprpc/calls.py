@@ -41,6 +41,8 @@ class RpcFuture(Future[Any]):
         try:
             return super().result(timeout)
         except FutureTimeout:
+            if self.done():  # the call's own RpcTimeout (a TimeoutError too)
+                raise
             raise RpcTimeout(
                 f"{self.service}.{self.method}: no reply within {timeout:.3g}s of waiting"
             ) from None

@@ -1,6 +1,8 @@
 """The ``amqprpc`` command: thin glue that parses, builds a Config and calls the runtime.
 
 Errors a user can fix are one line on stderr with a non-zero exit code, never a traceback.
+Command families live in their own modules of this package and register on ``main``
+(see the imports at the bottom).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 import click
 
-from .config import Config
-from .exceptions import AmqpRpcError, BrokerError, ConfigError
+from ..config import Config
+from ..exceptions import AmqpRpcError, BrokerError, ConfigError
 
 EXIT_REMOTE_ERROR = 1
 EXIT_CONFIG = 2
@@ -82,7 +84,7 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
     A first signal stops gracefully (in-flight calls finish, up to --grace seconds); a
     second one stops at once. A broker that is down is retried until it answers.
     """
-    from .runner import ServiceRunner, find_services
+    from ..runner import ServiceRunner, find_services
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
@@ -129,7 +131,7 @@ def call(target: str, arguments: str | None, broker_url: str | None, config_path
 
     JSON is an object (keyword arguments) or an array (positional arguments).
     """
-    from .client import ClusterRpcClient
+    from ..client import ClusterRpcClient
 
     service, dot, method = target.partition(".")
     if not dot or not service or not method:
@@ -169,7 +171,7 @@ def shell(broker_url: str | None, config_path: str | None) -> None:
     """An interactive Python shell with a connected client named `rpc`."""
     import code
 
-    from .client import ClusterRpcClient
+    from ..client import ClusterRpcClient
 
     config = _build_config(config_path, broker_url=broker_url)
     client = ClusterRpcClient(config=config)

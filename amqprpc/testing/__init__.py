@@ -1,0 +1,1 @@
+"""Testing helpers for services built on amqprpc (see docs/testing.md)."""

@@ -1,0 +1,31 @@
+"""A service for subprocess tests; its name comes from the environment so tests don't collide."""
+
+import os
+import time
+from pathlib import Path
+
+from amqprpc import rpc
+
+
+class EchoService:
+    name = os.environ.get("ECHO_SERVICE_NAME", "echo")
+
+    @rpc
+    def echo(self, value):
+        return value
+
+    @rpc
+    def pid(self):
+        return os.getpid()
+
+    @rpc
+    def hold(self, marker_dir: str, timeout: float = 30.0):
+        """Say we started (a file named after our pid), then wait for the release file."""
+        folder = Path(marker_dir)
+        (folder / f"{os.getpid()}.started").touch()
+        deadline = time.monotonic() + timeout
+        while not (folder / "release").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("never released")
+            time.sleep(0.01)
+        return os.getpid()
