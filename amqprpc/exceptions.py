@@ -168,12 +168,24 @@ def deserialize_error(data: Any) -> BaseException:
 
 
 def _allowed_class(exc_type: str, exc_path: str) -> type[BaseException] | None:
-    module_name, _, qualname = exc_path.rpartition(".")
-    module = sys.modules.get(module_name)  # never import what a message names
-    cls = getattr(module, qualname, None) if module is not None else None
+    cls = _lookup_imported(exc_path)
     if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__dict__.get(_REMOTE_SAFE):
         return cls
     return _BUILTIN_BY_NAME.get(exc_type)
+
+
+def _lookup_imported(path: str) -> Any:
+    """Resolve ``module.Qual.Name`` among modules already imported; never import one."""
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        value: Any = module
+        for name in parts[split:]:
+            value = getattr(value, name, None)
+        return value
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,153 @@
+"""`amqprpc run` and `amqprpc call` as real processes: load balancing, a killed worker, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from amqprpc import ClusterRpcClient
+from amqprpc.testing.pytest import broker_admin
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Worker:
+    """One `amqprpc run` process serving the echo app under a test's own service name."""
+
+    def __init__(self, service: str, amqp_uri: str, log_path: Path, *extra: str) -> None:
+        env = {**os.environ, "ECHO_SERVICE_NAME": service, "PYTHONPATH": str(ROOT)}
+        self.log_path = log_path
+        with log_path.open("w") as log:  # a file, not a pipe: a full pipe would block the worker
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "amqprpc.cli", "run", "tests.integration.apps.echo",
+                 "--broker", amqp_uri, "--log-level", "WARNING", *extra],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def workers(amqp_uri: str, unique_name, tmp_path_factory) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+    service = unique_name("echo")
+
+    def start(*extra: str) -> Worker:
+        log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+        worker = Worker(service, amqp_uri, log_path, *extra)
+        started.append(worker)
+        return worker
+
+    start.service = service  # type: ignore[attr-defined]
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL)
+    with broker_admin(amqp_uri) as channel:
+        channel.queue_delete(f"rpc-{service}")
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def call_when_ready(client: ClusterRpcClient, service: str, method: str, *args: object) -> object:
+    """Call once the worker has declared its queue (UnknownService until then)."""
+    from amqprpc import UnknownService
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return client.call(service, method, *args, _timeout=10)
+        except UnknownService:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_two_workers_share_the_calls(workers, amqp_uri):
+    first, second = workers(), workers()
+    with ClusterRpcClient(amqp_uri, timeout=10) as client:
+        call_when_ready(client, workers.service, "pid")
+
+        def both_serving() -> bool:
+            pids = {f.result() for f in [client.call_async(workers.service, "pid") for _ in range(40)]}
+            return pids == {first.pid, second.pid}
+
+        wait_until(both_serving, 30, "both workers to answer calls")
+
+
+def test_killed_worker_call_is_redelivered_and_answered_once(workers, amqp_uri, tmp_path):
+    first = workers("--concurrency", "1")
+    with ClusterRpcClient(amqp_uri, timeout=30) as client:
+        assert call_when_ready(client, workers.service, "pid") == first.pid
+        future = client.call_async(workers.service, "hold", str(tmp_path))
+        wait_until(lambda: (tmp_path / f"{first.pid}.started").exists(), 10, "the first worker to start the call")
+        second = workers("--concurrency", "1")
+        first.stop(signal.SIGKILL)
+        wait_until(lambda: (tmp_path / f"{second.pid}.started").exists(), 20,
+                   "the call to be redelivered to the second worker")
+        (tmp_path / "release").touch()
+        assert future.result() == second.pid
+        assert client.call(workers.service, "echo", "next") == "next"
+        assert client._caller.pending_count() == 0
+
+
+def test_sigterm_finishes_the_call_in_flight_then_exits_zero(workers, amqp_uri, tmp_path):
+    worker = workers()
+    with ClusterRpcClient(amqp_uri, timeout=30) as client:
+        call_when_ready(client, workers.service, "pid")
+        future = client.call_async(workers.service, "hold", str(tmp_path))
+        wait_until(lambda: (tmp_path / f"{worker.pid}.started").exists(), 10, "the call to start")
+        worker.process.send_signal(signal.SIGTERM)
+        (tmp_path / "release").touch()
+        assert future.result() == worker.pid
+        assert worker.process.wait(20) == 0, worker.output()
+
+
+def test_cli_call_prints_json_and_reports_remote_errors(workers, amqp_uri):
+    workers()
+    env = {**os.environ, "AMQPRPC_BROKER_URL": amqp_uri}
+    with ClusterRpcClient(amqp_uri, timeout=10) as client:
+        call_when_ready(client, workers.service, "pid")
+    cli = [sys.executable, "-m", "amqprpc.cli", "call"]
+    done = subprocess.run([*cli, f"{workers.service}.echo", '{"value": {"a": [1, 2]}}'],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"a": [1, 2]}
+    done = subprocess.run([*cli, f"{workers.service}.echo", '["positional"]'],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert json.loads(done.stdout) == "positional"
+    done = subprocess.run([*cli, f"{workers.service}.missing"], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.startswith("MethodNotFound:") and "Traceback" not in done.stderr
