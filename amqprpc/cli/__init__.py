@@ -74,7 +74,8 @@ def main() -> None:
 @broker_option
 @config_option
 @click.option("--concurrency", type=click.IntRange(min=1), help="Handlers at a time (default 10).")
-@click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight calls get on stop (default 30).")
+@click.option("--grace", type=click.FloatRange(min=0),
+              help="Seconds in-flight calls get on stop (default 30).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None,

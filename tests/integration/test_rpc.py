@@ -20,7 +20,6 @@ from amqprpc import (
     ClusterRpcClient,
     Config,
     IncorrectSignature,
-    MalformedRequest,
     MethodNotFound,
     RemoteError,
     RpcProxy,
@@ -42,7 +41,7 @@ class OutOfStock(Exception):
 
 class Calculator:
     name = "calculator"
-    calls: list[str] = []  # noqa: RUF012 (the fixture gives each test its own)
+    calls: list[str] = []
     barrier: threading.Barrier | None = None
 
     @rpc

@@ -111,7 +111,8 @@ def test_killed_worker_call_is_redelivered_and_answered_once(workers, amqp_uri, 
     with ClusterRpcClient(amqp_uri, timeout=30) as client:
         assert call_when_ready(client, workers.service, "pid") == first.pid
         future = client.call_async(workers.service, "hold", str(tmp_path))
-        wait_until(lambda: (tmp_path / f"{first.pid}.started").exists(), 10, "the first worker to start the call")
+        wait_until(lambda: (tmp_path / f"{first.pid}.started").exists(), 10,
+                   "the first worker to start the call")
         second = workers("--concurrency", "1")
         first.stop(signal.SIGKILL)
         wait_until(lambda: (tmp_path / f"{second.pid}.started").exists(), 20,

@@ -65,7 +65,9 @@ def test_size_is_checked_before_decoding():
         parse_request(b'{"args": [], "kwargs": {}}', JSON, 10)
 
 
-@pytest.mark.parametrize("content_type", ["application/x-python-serialize", "application/x-yaml", "text/plain"])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-python-serialize", "application/x-yaml", "text/plain"]
+)
 def test_forbidden_content_types_are_refused_without_decoding(content_type):
     with pytest.raises(MalformedRequest, match="not accepted"):
         parse_request(b"\x80\x04anything", content_type, 1000)
