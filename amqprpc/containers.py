@@ -203,6 +203,15 @@ class ServiceContainer:
         self._stop_pools(wait=False)
         self._started = False
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop ``async def`` handlers run on (None if the service has none).
+
+        Dependencies that hold async resources (an async engine) use it to check them at
+        setup on the very loop that will use them.
+        """
+        return self._loop
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no call is in flight; False if ``timeout`` passed first."""
         with self._idle:
@@ -257,23 +266,40 @@ class ServiceContainer:
         self._finish(worker_ctx, result, exc_info, on_result)
 
     async def _run_async(self, worker_ctx: WorkerContext, on_result: ResultHandler) -> None:
-        service, exc_info = self._prepare(worker_ctx)
+        service, exc_info = self._prepare(worker_ctx, run_setup=False)
         result = None
         if exc_info is None:
             try:
+                for dependency in self.dependencies.values():
+                    await dependency.worker_setup_async(worker_ctx)
                 handler = getattr(service, worker_ctx.method_name)
                 result = await handler(*worker_ctx.args, **worker_ctx.kwargs)
             except BaseException:
                 exc_info = sys.exc_info()  # type: ignore[assignment]
-        self._finish(worker_ctx, result, exc_info, on_result)
+        try:
+            for dependency in self.dependencies.values():
+                try:
+                    await dependency.worker_result_async(worker_ctx, result, exc_info)
+                except BaseException:
+                    _log.exception("%s: worker_result of %s failed", worker_ctx, dependency.attr_name)
+                    if exc_info is None:
+                        result, exc_info = None, sys.exc_info()  # type: ignore[assignment]
+            self._log_outcome(worker_ctx, exc_info)
+            on_result(worker_ctx, result, exc_info)
+        finally:
+            for dependency in self.dependencies.values():
+                try:
+                    await dependency.worker_teardown_async(worker_ctx)
+                except BaseException:
+                    _log.exception("%s: worker_teardown of %s failed", worker_ctx, dependency.attr_name)
 
-    def _prepare(self, worker_ctx: WorkerContext) -> tuple[Any, ExcInfo]:
+    def _prepare(self, worker_ctx: WorkerContext, run_setup: bool = True) -> tuple[Any, ExcInfo]:
         try:
             service = self.service_cls()
             worker_ctx.service = service
             for attr, dependency in self.dependencies.items():
                 setattr(service, attr, dependency.get_dependency(worker_ctx))
-            for dependency in self.dependencies.values():
+            for dependency in self.dependencies.values() if run_setup else ():
                 dependency.worker_setup(worker_ctx)
         except BaseException:
             return None, sys.exc_info()  # type: ignore[return-value]

@@ -10,6 +10,9 @@ Per call, each dependency provider sees::
     get_dependency(worker_ctx) -> worker_setup(worker_ctx) -> handler runs
         -> worker_result(worker_ctx, result, exc_info) -> worker_teardown(worker_ctx)
 
+(for an ``async def`` handler the container awaits ``worker_setup_async``,
+``worker_result_async`` and ``worker_teardown_async`` instead, on its loop).
+
 ``__init__`` only records arguments: resources open in ``setup`` and close in ``stop``.
 Decorators record an entrypoint on the function and return the function unchanged, so a
 service method is still a plain method (unit tests call it without a broker).
@@ -70,6 +73,23 @@ class DependencyProvider(Extension):
 
     def worker_teardown(self, worker_ctx: WorkerContext) -> None:
         """Always, last, after the reply is handed to the broker."""
+
+    # An ``async def`` handler runs on the container's loop, where a blocking hook would
+    # stall every other async call, and an async resource (an AsyncSession) can only be
+    # begun, committed or closed by awaiting. For those workers the container awaits these
+    # three instead of the sync hooks; by default they run the sync hooks.
+    async def worker_setup_async(self, worker_ctx: WorkerContext) -> None:
+        """``worker_setup`` for an ``async def`` handler, awaited on the container's loop."""
+        self.worker_setup(worker_ctx)
+
+    async def worker_result_async(self, worker_ctx: WorkerContext, result: Any,
+                                  exc_info: ExcInfo) -> None:
+        """``worker_result`` for an ``async def`` handler, awaited on the container's loop."""
+        self.worker_result(worker_ctx, result, exc_info)
+
+    async def worker_teardown_async(self, worker_ctx: WorkerContext) -> None:
+        """``worker_teardown`` for an ``async def`` handler, awaited on the container's loop."""
+        self.worker_teardown(worker_ctx)
 
 
 class Entrypoint(Extension):
