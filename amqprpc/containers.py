@@ -128,6 +128,9 @@ class ServiceContainer:
         self._inflight = 0
         self._idle = threading.Condition()
         self._started = False
+        # Called as observer(worker_ctx, result, exc_info) once each worker is torn down;
+        # the testing kit's entrypoint_waiter/entrypoint_hook use it. Must not block.
+        self.worker_observers: list[ResultHandler] = []
 
     # ------------------------------------------------------------ extensions
 
@@ -202,6 +205,11 @@ class ServiceContainer:
         self.connection.stop(timeout=1.0)
         self._stop_pools(wait=False)
         self._started = False
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``/``kill()``."""
+        return self._started
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -292,6 +300,7 @@ class ServiceContainer:
                     await dependency.worker_teardown_async(worker_ctx)
                 except BaseException:
                     _log.exception("%s: worker_teardown of %s failed", worker_ctx, dependency.attr_name)
+            self._notify_observers(worker_ctx, result, exc_info)
 
     def _prepare(self, worker_ctx: WorkerContext, run_setup: bool = True) -> tuple[Any, ExcInfo]:
         try:
@@ -323,6 +332,14 @@ class ServiceContainer:
                     dependency.worker_teardown(worker_ctx)
                 except BaseException:
                     _log.exception("%s: worker_teardown of %s failed", worker_ctx, dependency.attr_name)
+            self._notify_observers(worker_ctx, result, exc_info)
+
+    def _notify_observers(self, worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+        for observer in list(self.worker_observers):
+            try:
+                observer(worker_ctx, result, exc_info)
+            except Exception:
+                _log.exception("%s: worker observer %r failed", worker_ctx, observer)
 
     def _log_outcome(self, worker_ctx: WorkerContext, exc_info: ExcInfo) -> None:
         if exc_info is None:
