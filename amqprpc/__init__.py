@@ -10,6 +10,7 @@ from .config import Config
 from .containers import ServiceContainer, WorkerContext
 from .dependencies.context import CallContext
 from .dependencies.rpc import RpcProxy
+from .discovery import ServiceRegistry
 from .entrypoints.rpc import Rpc, rpc
 from .exceptions import (
     AmqpRpcError,
@@ -52,6 +53,7 @@ __all__ = [
     "RpcProxy",
     "RpcTimeout",
     "ServiceContainer",
+    "ServiceRegistry",
     "ServiceRunner",
     "UnknownService",
     "WorkerContext",

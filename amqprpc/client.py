@@ -11,8 +11,10 @@ Both keep one connection (with its I/O thread) and any number of calls in flight
     async with AsyncRpcClient() as rpc:
         await rpc.greeter.hello("Ann")
 
-The keyword ``_timeout`` (seconds) is reserved for the per-call timeout; every other
-keyword goes to the remote method. ``direct_reply_to=False`` uses a reply queue instead,
+The keyword ``_timeout`` (seconds) is reserved for the per-call timeout, and
+``call_async``/``AsyncRpcClient.call`` take ``_context`` (merged over ``client.context`` for
+that call only, e.g. the HTTP bridge's per-request identity); every other keyword goes to
+the remote method. ``direct_reply_to=False`` uses a reply queue instead,
 which Nameko services need.
 """
 
@@ -101,10 +103,11 @@ class _ClientBase(Generic[T]):
         raise NotImplementedError
 
     def call_async(self, service: str, method: str, *args: Any, _timeout: float | None = None,
-                   **kwargs: Any) -> RpcFuture:
+                   _context: Context | None = None, **kwargs: Any) -> RpcFuture:
         """Send the request now and return a future for its reply."""
+        context = self.context if _context is None else {**self.context, **_context}
         return self._caller.call_async(service, method, args, kwargs, timeout=_timeout,
-                                       context=self.context)
+                                       context=context)
 
     def __getattr__(self, service: str) -> ServiceProxy[T]:
         if service.startswith("_"):
@@ -165,8 +168,8 @@ class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
         await self.stop()
 
     def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
-             **kwargs: Any) -> Awaitable[Any]:
+             _context: Context | None = None, **kwargs: Any) -> Awaitable[Any]:
         """An awaitable for ``service.method``'s result; the request is sent at once."""
         return asyncio.wrap_future(
-            self.call_async(service, method, *args, _timeout=_timeout, **kwargs)
+            self.call_async(service, method, *args, _timeout=_timeout, _context=_context, **kwargs)
         )

@@ -46,6 +46,7 @@ class Config(DependencyProvider, Mapping[str, Any]):
     rpc_timeout: float = 30.0
     grace: float = 30.0
     queue_type: str = "classic"
+    discovery_interval: float = 2.0  # seconds between a container's announcements (docs/protocol.md)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,7 +56,7 @@ class Config(DependencyProvider, Mapping[str, Any]):
         for name in ("prefetch",):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
-        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace"):
+        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.serializer not in ("json", "msgpack"):

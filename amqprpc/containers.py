@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .config import Config
+from .discovery.announcer import ServiceAnnouncer
 from .exceptions import ConfigError
 from .extensions import DependencyProvider, Entrypoint, ExcInfo, Extension, entrypoints_of
 from .messages import CALL_ID_STACK, Context, child_call_stack
@@ -164,6 +165,7 @@ class ServiceContainer:
             self._start_loop()
         for extension in [*self.dependencies.values(), *self.entrypoints]:
             extension.setup()  # shared extensions are set up as entrypoints create them
+        self.shared_extension(ServiceAnnouncer, ServiceAnnouncer)  # last: its `up` follows the consumers
         try:
             self.connection.start(wait=wait)
         except BaseException:
@@ -219,6 +221,11 @@ class ServiceContainer:
         setup on the very loop that will use them.
         """
         return self._loop
+
+    @property
+    def in_flight(self) -> int:
+        """Calls running now (handlers and their replies)."""
+        return self._inflight
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no call is in flight; False if ``timeout`` passed first."""

@@ -43,8 +43,8 @@ class Rpc(Entrypoint):
     """Expose a method as ``<service>.<method>`` over RPC.
 
     ``expected_exceptions``: errors that are part of the method's contract; they are
-    logged as warnings instead of errors. ``http`` and ``roles`` describe how the HTTP
-    bridge exposes the method (see docs/bridge.md).
+    logged as warnings instead of errors. ``http``, ``roles`` and ``public`` (no
+    authentication needed) describe how the HTTP bridge exposes the method (docs/bridge.md).
     """
 
     def __init__(
@@ -53,12 +53,14 @@ class Rpc(Entrypoint):
         expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
         http: str | bool | None = None,
         roles: list[str] | tuple[str, ...] | None = None,
+        public: bool = False,
     ) -> None:
         if isinstance(expected_exceptions, type):
             expected_exceptions = (expected_exceptions,)
         self.expected_exceptions = tuple(expected_exceptions)
         self.http = http
         self.roles = tuple(roles or ())
+        self.public = public
         self.signature: inspect.Signature | None = None
 
     def setup(self) -> None:

@@ -1,0 +1,322 @@
+"""``ServiceRegistry``: a live view of the services on the bus, built from their announcements.
+
+::
+
+    registry = ServiceRegistry(config)
+    registry.start()                      # its own connection and I/O thread
+    registry.wait_for(lambda r: r.is_live("users"), timeout=5)
+    view = registry.service("users")      # methods, HTTP bindings, live instances
+    registry.stop()
+
+An instance is live from its ``up`` or ``alive`` until its ``down``, or until it misses
+about three heartbeats (``expire_beats`` x its announced interval, measured on this
+process's clock, so senders' clock skew does not matter). A service with no live
+instance stays known, with the methods it last had, for ``forget_after`` seconds: the
+bridge answers 503 for it at once instead of 404. Its methods come from its most recently
+started live instance (during a rolling deploy, the newest code wins).
+
+A fresh registry knows only what is announced after it subscribed: it is complete one
+heartbeat interval after it connected (``ready``).
+
+Thread-safety: the I/O thread writes, any thread reads; a lock guards the state and
+readers get immutable values. ``ingest()`` is public so a registry can be fed without a
+broker (tests, other transports).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from ..exceptions import MalformedRequest
+from ..serialization import decode
+from ..transport import BrokerConnection, Delivery
+from .announcer import DEFAULT_INTERVAL, DISCOVERY_EXCHANGE
+from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor, parse_descriptor
+
+_log = logging.getLogger(__name__)
+
+Listener = Callable[["ServiceRegistry"], None]
+_MAX_GONE = 4096  # ids of instances that said ``down``, so a late ``alive`` cannot revive them
+_MAX_SERVICES = 10_000  # a hostile publisher cannot grow the registry without bound
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """A service as the registry sees it now."""
+
+    name: str
+    instances: tuple[ServiceDescriptor, ...]  # live ones, newest first
+    methods: tuple[MethodDescriptor, ...]
+    errors: dict[str, int]
+    version: str | None
+
+    @property
+    def is_live(self) -> bool:
+        return bool(self.instances)
+
+    def method(self, name: str) -> MethodDescriptor | None:
+        for method in self.methods:
+            if method.name == name:
+                return method
+        return None
+
+
+class _Instance:
+    __slots__ = ("descriptor", "expires_at")
+
+    def __init__(self, descriptor: ServiceDescriptor, expires_at: float) -> None:
+        self.descriptor = descriptor
+        self.expires_at = expires_at
+
+
+class _Service:
+    __slots__ = ("instances", "last", "last_live_at")
+
+    def __init__(self) -> None:
+        self.instances: dict[str, _Instance] = {}
+        self.last: ServiceDescriptor | None = None  # the representative descriptor
+        self.last_live_at = 0.0
+
+
+class ServiceRegistry:
+    """Consumes service announcements into a live view; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        expire_beats: float = 3.5,
+        forget_after: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
+    ) -> None:
+        self.config = config or Config()
+        self.expire_beats = expire_beats
+        self.forget_after = forget_after
+        self._clock = clock
+        self._name = name or f"registry-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._services: OrderedDict[str, _Service] = OrderedDict()
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._listeners: list[Listener] = []
+        self._generation = 0
+        self._connection: BrokerConnection | None = None
+        self._subscribed_at: float | None = None
+        self._sweeping = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, wait: bool = True) -> None:
+        """Connect and subscribe; with ``wait``, raise BrokerUnreachable if the broker is down."""
+        connection = BrokerConnection(
+            self.config.broker_url,
+            name=self._name,
+            heartbeat=self.config.heartbeat,
+            connect_timeout=self.config.connect_timeout,
+            confirms=False,
+        )
+        connection.on_connect(self._on_connect)
+        connection.on_lost(self._on_lost)
+        self._connection = connection
+        connection.start(wait=wait)
+
+    def stop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.stop()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and self._connection.is_connected
+
+    @property
+    def ready(self) -> bool:
+        """Connected for a heartbeat interval: every running instance has announced itself."""
+        subscribed = self._subscribed_at
+        interval = float(getattr(self.config, "discovery_interval", DEFAULT_INTERVAL))
+        return (self.is_connected and subscribed is not None
+                and self._clock() - subscribed >= interval * 1.2)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(registry)`` after every change (on the thread that made it)."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever a service appears, is forgotten, or its methods change."""
+        return self._generation
+
+    def service(self, name: str) -> ServiceView | None:
+        with self._lock:
+            state = self._services.get(name)
+            return self._view(name, state, self._clock()) if state is not None else None
+
+    def services(self) -> list[ServiceView]:
+        """Every known service (live or not), by name."""
+        with self._lock:
+            now = self._clock()
+            return [self._view(name, state, now) for name, state in sorted(self._services.items())]
+
+    def is_live(self, name: str) -> bool:
+        """True if at least one instance of ``name`` is alive now."""
+        with self._lock:
+            state = self._services.get(name)
+            if state is None:
+                return False
+            now = self._clock()
+            return any(inst.expires_at > now for inst in state.instances.values())
+
+    def wait_for(self, predicate: Callable[[ServiceRegistry], bool], timeout: float) -> bool:
+        """Wait until ``predicate(self)`` holds (re-checked on every change); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate(self):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._changed:
+                self._changed.wait(min(remaining, 0.25))  # expiry is time-driven: re-check
+
+    # ------------------------------------------------------------ writing
+
+    def ingest(self, payload: dict[str, Any] | ServiceDescriptor) -> ServiceDescriptor:
+        """Apply one announcement; raises DescriptorError if it is malformed."""
+        descriptor = payload if isinstance(payload, ServiceDescriptor) else parse_descriptor(payload)
+        with self._changed:
+            now = self._clock()
+            changed = self._apply(descriptor, now)
+            self._changed.notify_all()
+        if changed:
+            self._notify()
+        return descriptor
+
+    def sweep(self) -> None:
+        """Drop expired instances and long-dead services (runs on a timer once started)."""
+        with self._changed:
+            changed = self._sweep(self._clock())
+            if changed:
+                self._changed.notify_all()
+        if changed:
+            self._notify()
+
+    def _apply(self, descriptor: ServiceDescriptor, now: float) -> bool:
+        instance_id = descriptor.instance
+        state = self._services.get(descriptor.service)
+        if descriptor.event == "down":
+            self._gone[instance_id] = None
+            while len(self._gone) > _MAX_GONE:
+                self._gone.popitem(last=False)
+            if state is None or state.instances.pop(instance_id, None) is None:
+                return False
+            return self._elect(state, now)
+        if instance_id in self._gone:
+            return False  # a heartbeat that overtook nothing: the instance already left
+        if state is None:
+            if len(self._services) >= _MAX_SERVICES:
+                _log.warning("registry full (%d services): ignored %s", _MAX_SERVICES, descriptor.service)
+                return False
+            state = self._services[descriptor.service] = _Service()
+        ttl = descriptor.interval * self.expire_beats
+        known = state.instances.get(instance_id)
+        state.instances[instance_id] = _Instance(descriptor, now + ttl)
+        state.last_live_at = now
+        if known is not None and known.descriptor.methods == descriptor.methods:
+            return False
+        return self._elect(state, now) or known is None
+
+    def _elect(self, state: _Service, now: float) -> bool:
+        """Make the newest live instance the service's representative; True if methods changed."""
+        live = [inst.descriptor for inst in state.instances.values() if inst.expires_at > now]
+        if not live:
+            return True  # liveness changed: listeners may want to know
+        newest = max(live, key=lambda d: (d.started_at, d.instance))
+        before = state.last
+        state.last = newest
+        if before is None or before.methods != newest.methods or before.errors != newest.errors:
+            self._generation += 1
+        return True
+
+    def _sweep(self, now: float) -> bool:
+        changed = False
+        for name in list(self._services):
+            state = self._services[name]
+            expired = [key for key, inst in state.instances.items() if inst.expires_at <= now]
+            for key in expired:
+                del state.instances[key]
+            if expired:
+                changed = self._elect(state, now) or changed
+            if not state.instances and now - state.last_live_at > self.forget_after:
+                del self._services[name]
+                self._generation += 1
+                changed = True
+        return changed
+
+    def _view(self, name: str, state: _Service, now: float) -> ServiceView:
+        live = sorted((inst.descriptor for inst in state.instances.values() if inst.expires_at > now),
+                      key=lambda d: (d.started_at, d.instance), reverse=True)
+        last = live[0] if live else state.last
+        return ServiceView(
+            name=name,
+            instances=tuple(live),
+            methods=last.methods if last else (),
+            errors=dict(last.errors) if last else {},
+            version=last.version if last else None,
+        )
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self)
+            except Exception:
+                _log.exception("registry listener %r failed", listener)
+
+    # ------------------------------------------------------------ I/O thread
+
+    def _on_connect(self, channel: Any) -> None:
+        connection = self._connection
+        assert connection is not None
+        channel.exchange_declare(DISCOVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
+        queue = channel.queue_declare("", exclusive=True, auto_delete=True,
+                                      arguments={"x-max-length": 10_000}).queue
+        channel.queue_bind(queue, DISCOVERY_EXCHANGE, "#")
+        connection.consume(queue, self._on_delivery, no_ack=True)
+        self._subscribed_at = self._clock()
+        if not self._sweeping:
+            self._sweeping = True
+            connection.call_later(self._sweep_interval(), self._sweep_tick)
+
+    def _on_lost(self, error: BaseException) -> None:
+        self._subscribed_at = None  # the sweep timer survives reconnects: it is not re-armed
+
+    def _sweep_interval(self) -> float:
+        interval = float(getattr(self.config, "discovery_interval", DEFAULT_INTERVAL))
+        return max(0.05, min(1.0, interval / 4))
+
+    def _sweep_tick(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        self.sweep()
+        connection.call_later(self._sweep_interval(), self._sweep_tick)
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        try:
+            payload = decode(delivery.body, delivery.properties.get("content_type"),
+                             self.config.max_message_size)
+            self.ingest(payload)
+        except (MalformedRequest, DescriptorError) as exc:
+            _log.warning("ignored a bad announcement on %s (%s): %s",
+                         DISCOVERY_EXCHANGE, delivery.routing_key, exc)
