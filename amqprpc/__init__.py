@@ -40,12 +40,14 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConnectionLost",
+    "Database",
     "DependencyProvider",
     "Entrypoint",
     "Extension",
     "IncorrectSignature",
     "MalformedRequest",
     "MethodNotFound",
+    "Mongo",
     "RemoteError",
     "RequestError",
     "Rpc",
@@ -60,3 +62,25 @@ __all__ = [
     "remote_error",
     "rpc",
 ]
+
+# Dependencies with heavy optional requirements load on first use, so `import amqprpc`
+# never imports SQLAlchemy or pymongo: `from amqprpc import Database` does.
+_LAZY = {
+    "Database": "amqprpc.dependencies.sqlalchemy",
+    "Mongo": "amqprpc.dependencies.mongo",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'amqprpc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

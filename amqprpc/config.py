@@ -123,6 +123,21 @@ class Config(DependencyProvider, Mapping[str, Any]):
     def __len__(self) -> int:
         return len(_FIELD_TYPES) + len(self.extra)
 
+    def service_setting(self, service: str, name: str) -> tuple[str, Any] | None:
+        """``<SERVICE>_<NAME>`` if set, else ``<NAME>``, as ``(key, value)``; None if neither.
+
+        Keys match case-insensitively (``orders_database_url`` in a TOML file,
+        ``AMQPRPC_ORDERS_DATABASE_URL`` in the environment); a service name's ``-`` reads
+        as ``_``. Dependencies use this for per-service resources such as database URLs.
+        """
+        wanted = [f"{service}_{name}".replace("-", "_").upper(), name.upper()]
+        by_upper = {str(key).upper(): key for key in self.extra}
+        for candidate in wanted:
+            key = by_upper.get(candidate)
+            if key is not None and self.extra[key] not in (None, ""):
+                return candidate, self.extra[key]
+        return None
+
     # As a dependency: inject the running container's config. A value needs no binding.
     def bind(self, container: ServiceContainer, attr_name: str) -> Config:
         return self
