@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -67,57 +64,6 @@ config_option = click.option(
 @click.version_option(package_name="amqprpc")
 def main() -> None:
     """amqprpc: microservices that talk RPC and events over RabbitMQ."""
-
-
-@main.command()
-@click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
-@broker_option
-@config_option
-@click.option("--concurrency", type=click.IntRange(min=1), help="Handlers at a time (default 10).")
-@click.option("--grace", type=click.FloatRange(min=0),
-              help="Seconds in-flight calls get on stop (default 30).")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None,
-        concurrency: int | None, grace: float | None, log_level: str) -> None:
-    """Run the services found in MODULE (or just MODULE:Class) until SIGTERM/SIGINT.
-
-    A first signal stops gracefully (in-flight calls finish, up to --grace seconds); a
-    second one stops at once. A broker that is down is retried until it answers.
-    """
-    from ..runner import ServiceRunner, find_services
-
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
-    config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace)
-    classes = _friendly(lambda: find_services(targets))
-    runner = ServiceRunner(config)
-    for cls in classes:
-        _friendly(lambda cls=cls: runner.add_service(cls))
-
-    stop_requested = threading.Event()
-    signals_seen = 0
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            _log.warning("second signal: stopping at once")
-            runner.kill()
-            os._exit(1)
-        _log.info("signal %d: stopping gracefully", signum)
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    _friendly(lambda: runner.start(wait=False))
-    names = ", ".join(c.service_name for c in runner.containers)
-    _log.info("running %s (pid %d, broker %s)", names, os.getpid(), runner.containers[0].connection.address)
-    stop_requested.wait()
-    clean = runner.stop()
-    logging.shutdown()
-    if not clean:
-        os._exit(1)  # handler threads still running past the grace period: leave them
 
 
 @main.command()
@@ -192,3 +138,6 @@ def show_config(broker_url: str | None, config_path: str | None) -> None:
     """Print the effective configuration (defaults < file < environment < flags)."""
     config = _build_config(config_path, broker_url=broker_url)
     click.echo(json.dumps(config.as_dict(), indent=2, default=str))
+
+
+from . import run as _run  # noqa: E402,F401  (registers `amqprpc run`)

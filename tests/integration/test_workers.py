@@ -152,3 +152,50 @@ def test_cli_call_prints_json_and_reports_remote_errors(workers, amqp_uri):
                           text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.startswith("MethodNotFound:") and "Traceback" not in done.stderr
+
+
+def test_supervisor_restarts_a_dead_worker_and_stops_all(workers, amqp_uri):
+    supervisor = workers("--workers", "2")
+    with ClusterRpcClient(amqp_uri, timeout=10) as client:
+        call_when_ready(client, workers.service, "pid")
+
+        def serving_pids() -> set[int]:
+            return {f.result() for f in [client.call_async(workers.service, "pid") for _ in range(40)]}
+
+        def two_serving() -> set[int] | None:
+            pids = serving_pids()
+            return pids if len(pids) == 2 else None
+
+        children = wait_until(two_serving, 30, "two worker processes to serve")
+        victim = sorted(children)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: (pids := two_serving()) is not None and victim not in pids, 30,
+                   "a replacement worker to serve")
+    supervisor.process.send_signal(signal.SIGTERM)
+    assert supervisor.process.wait(30) == 0, supervisor.output()
+    for pid in children - {victim}:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_health_endpoints(workers, amqp_uri):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workers("--health-port", str(port))
+
+    def status(path: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+        except OSError:
+            return 0, {}
+
+    wait_until(lambda: status("/healthz")[0] == 200, 20, "/healthz to answer 200")
+    code, body = status("/readyz")
+    assert code == 200 and body["services"][workers.service]["connected"] is True

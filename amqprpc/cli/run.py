@@ -1,0 +1,134 @@
+"""``amqprpc run``: serve services in this process, or in N supervised worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from ..config import Config
+from . import _build_config, _friendly, _log, broker_option, config_option, main
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
+class WorkerCount(click.ParamType):
+    """A positive number of processes, or ``auto`` (one per core)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        if value == "auto":
+            return os.cpu_count() or 1
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of workers or 'auto'", param, ctx)
+        if count < 1:
+            self.fail("--workers must be at least 1", param, ctx)
+        return count
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
+@broker_option
+@config_option
+@click.option("--workers", type=WorkerCount(), default="1", show_default=True,
+              help="Worker processes (prefork); `auto` = one per core.")
+@click.option("--concurrency", type=click.IntRange(min=1),
+              help="Handlers at a time per process (default 10).")
+@click.option("--pool", type=click.Choice(["threads", "gevent"]), default="threads", show_default=True,
+              help="Run handlers in threads (and asyncio for `async def`) or on gevent.")
+@click.option("--grace", type=click.FloatRange(min=0),
+              help="Seconds in-flight calls get on stop (default 30).")
+@click.option("--health-port", type=click.IntRange(min=0, max=65535),
+              help="Serve /healthz and /readyz on this port (worker i of N uses PORT+i).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None, workers: int,
+        concurrency: int | None, pool: str, grace: float | None, health_port: int | None,
+        log_level: str) -> None:
+    """Run the services found in MODULE (or just MODULE:Class) until SIGTERM/SIGINT.
+
+    A first signal stops gracefully (in-flight calls finish, up to --grace seconds, and
+    are acked); a second one stops at once (unfinished calls go back to the queue). A
+    broker that is down is retried until it answers. Exit code 0 on a clean stop.
+    """
+    if pool == "gevent" and "gevent.monkey" not in sys.modules:
+        _reexec_with_gevent()
+    from ..runner import find_services
+
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace)
+    classes = _friendly(lambda: find_services(targets))
+    if workers == 1:
+        sys.exit(serve(config, classes, health_port))
+    from ..supervisor import Supervisor
+
+    def child(index: int) -> int:
+        port = None if health_port is None else (health_port + index if health_port else 0)
+        return serve(config, classes, port)
+
+    _log.info("starting %d worker processes", workers)
+    sys.exit(Supervisor(workers, child).run())
+
+
+def serve(config: Config, classes: list[type], health_port: int | None = None) -> int:
+    """Run ``classes`` in this process until a signal; returns the exit code."""
+    from ..health import HealthServer
+    from ..runner import ServiceRunner
+
+    runner = ServiceRunner(config)
+    for cls in classes:
+        _friendly(lambda cls=cls: runner.add_service(cls))
+    stop_requested = threading.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            _log.warning("second signal: stopping at once; unfinished calls go back to the queue")
+            runner.kill()
+            os._exit(1)
+        _log.info("signal %d: stopping gracefully", signum)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    health = HealthServer(runner, health_port) if health_port is not None else None
+    _friendly(lambda: runner.start(wait=False))
+    if health is not None:
+        health.start()
+    names = ", ".join(c.service_name for c in runner.containers)
+    _log.info("running %s (pid %d, broker %s)", names, os.getpid(), runner.containers[0].connection.address)
+    stop_requested.wait()
+    if health is not None:
+        health.stopping = True
+    clean = runner.stop()
+    if health is not None:
+        health.stop()
+    logging.shutdown()
+    if not clean:
+        os._exit(1)  # handler threads still running past the grace period: leave them
+    return 0
+
+
+def _reexec_with_gevent() -> None:
+    """Start again with gevent's monkey-patching applied before anything else is imported."""
+    try:
+        import gevent  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "--pool gevent needs gevent: pip install 'amqprpc[gevent]'"
+        ) from None
+    bootstrap = ("from gevent import monkey; monkey.patch_all(); "
+                 "import sys; from amqprpc.cli import main; sys.argv[0] = 'amqprpc'; main()")
+    os.execv(sys.executable, [sys.executable, "-c", bootstrap, *sys.argv[1:]])

@@ -1,0 +1,176 @@
+"""Prefork supervisor: N worker processes on the same queues, restarted when they die.
+
+The parent forks before any connection or thread exists (so the children inherit nothing
+that must not be shared), then only supervises:
+
+* a child that dies is restarted; one that keeps dying quickly is restarted with capped
+  exponential backoff and a log line saying so;
+* SIGTERM/SIGINT: every child is asked to stop gracefully (SIGTERM); a second signal kills
+  them (SIGKILL). The exit code is 0 when every child stopped cleanly.
+
+Children run in their own process group (a terminal's Ctrl-C reaches only the parent,
+which forwards one SIGTERM) and ask the kernel to SIGTERM them if the parent dies.
+The parent waits on a self-pipe fed by ``signal.set_wakeup_fd``: no polling.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_log = logging.getLogger(__name__)
+
+QUICK_DEATH = 10.0  # a child that dies sooner than this counts towards backoff
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class _Slot:
+    index: int
+    pid: int | None = None
+    started: float = 0.0
+    backoff: float = 0.0
+    restart_at: float | None = None
+    exits: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Run ``target(index)`` in ``workers`` child processes until told to stop."""
+
+    def __init__(self, workers: int, target: Callable[[int], int], *, max_backoff: float = 30.0) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
+        self.target = target
+        self.max_backoff = max_backoff
+        self._slots = [_Slot(i) for i in range(workers)]
+        self._stopping = False
+        self._signals = 0
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the process exit code."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        previous_wakeup = signal.set_wakeup_fd(write_fd)
+        handlers = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+        try:
+            for slot in self._slots:
+                self._spawn(slot, read_fd, write_fd)
+            while True:
+                self._reap()
+                if self._stopping and not any(slot.pid for slot in self._slots):
+                    break
+                if not self._stopping:
+                    self._restart_due(read_fd, write_fd)
+                select.select([read_fd], [], [], self._next_timeout())
+                try:
+                    os.read(read_fd, 4096)
+                except BlockingIOError:
+                    pass
+        finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            os.close(read_fd)
+            os.close(write_fd)
+        clean = all(slot.exits and slot.exits[-1] == 0 for slot in self._slots)
+        _log.info("supervisor: all workers stopped (%s)", "clean" if clean else "not clean")
+        return 0 if clean else 1
+
+    def child_pids(self) -> list[int]:
+        return [slot.pid for slot in self._slots if slot.pid]
+
+    # ------------------------------------------------------------ internals
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGCHLD:
+            return  # the wake-up fd already woke the loop
+        self._signals += 1
+        self._stopping = True
+        sig = signal.SIGTERM if self._signals == 1 else signal.SIGKILL
+        for pid in self.child_pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _spawn(self, slot: _Slot, read_fd: int, write_fd: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(read_fd)
+                os.close(write_fd)
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.setpgid(0, 0)
+                _die_with_parent()
+                code = self.target(slot.index)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                _log.exception("worker %d failed", slot.index)
+            finally:
+                os._exit(code)
+        slot.pid = pid
+        slot.started = time.monotonic()
+        slot.restart_at = None
+        _log.info("supervisor: started worker %d (pid %d)", slot.index, pid)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            for slot in self._slots:
+                if slot.pid == pid:
+                    slot.pid = None
+                    slot.exits.append(code)
+                    if not self._stopping:
+                        self._schedule_restart(slot, code)
+                    break
+
+    def _schedule_restart(self, slot: _Slot, code: int) -> None:
+        lived = time.monotonic() - slot.started
+        if lived < QUICK_DEATH:
+            slot.backoff = min(self.max_backoff, slot.backoff * 2 if slot.backoff else 0.5)
+        else:
+            slot.backoff = 0.0
+        slot.restart_at = time.monotonic() + slot.backoff
+        _log.warning("supervisor: worker %d exited with %d after %.1fs; restarting in %.1fs",
+                     slot.index, code, lived, slot.backoff)
+
+    def _restart_due(self, read_fd: int, write_fd: int) -> None:
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.pid is None and slot.restart_at is not None and slot.restart_at <= now:
+                self._spawn(slot, read_fd, write_fd)
+
+    def _next_timeout(self) -> float | None:
+        due = [slot.restart_at for slot in self._slots
+               if slot.pid is None and slot.restart_at is not None and not self._stopping]
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
