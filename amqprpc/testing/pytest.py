@@ -1,11 +1,22 @@
 """pytest fixtures for amqprpc services; enable with ``pytest_plugins = ["amqprpc.testing.pytest"]``.
 
-* ``amqp_uri``: the broker to test against (``--amqp-uri``, else ``$AMQPRPC_TEST_BROKER_URL``,
-  else the local default). When it cannot be reached, tests fail with a clear message.
-* ``unique_name``: a name no other test (or earlier run) uses, for services and queues.
-* ``container_factory(ServiceClass, **config)``: a started container; stopped, and its
-  queues deleted, after the test.
+* ``amqp_uri`` (session): the broker to test against: ``--amqp-uri``, else
+  ``$AMQPRPC_TEST_BROKER_URL``, else the local default. When it cannot be reached, every
+  test that needs it fails with one clear message instead of a connection traceback.
+* ``broker_uri``: the URL this test's containers and clients use. It is ``amqp_uri``;
+  override it with ``amqp_vhost_uri`` (below) to give every test a vhost of its own.
+* ``amqp_vhost_uri``: a fresh vhost for this test, deleted afterwards (needs ``rabbitmqctl``;
+  about 2.4 s a test, so opt-in; see docs/testing.md).
+* ``unique_name(prefix)``: a name no other test (or earlier run) uses, for services.
+* ``container_factory(Service, config=None, *, start=True, **settings)``: a container
+  (started unless ``start=False``, for ``replace_dependencies``/``restrict_entrypoints``);
+  stopped, and its queues deleted, after the test.
+* ``runner_factory(*services, config=None, *, start=True, **settings)``: the same for a
+  ``ServiceRunner`` with several services.
 * ``rpc_client``: a connected ``ClusterRpcClient``.
+
+The plain helpers (``worker_factory``, ``entrypoint_hook``, ``entrypoint_waiter``, ...) live
+in ``amqprpc.testing.services`` and import nothing of pytest.
 """
 
 from __future__ import annotations
@@ -15,19 +26,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import amqp
 import pytest
 
 from ..client import ClusterRpcClient
 from ..config import Config
 from ..containers import ServiceContainer
-from ..transport import BrokerAddress
+from ..exceptions import BrokerUnreachable
+from ..runner import ServiceRunner
+from .broker import TemporaryVhost, broker_admin, check_broker, delete_queues, queues_declared_by
+from .services import with_name
+
+__all__ = ["broker_admin", "with_name"]  # re-exported: tests import them from here
 
 DEFAULT_TEST_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--amqp-uri", default=None, help="Broker URL for integration tests.")
+    parser.addoption("--amqp-uri", default=None,
+                     help="Broker URL for integration tests (default $AMQPRPC_TEST_BROKER_URL, "
+                          f"else {DEFAULT_TEST_BROKER}).")
 
 
 @pytest.fixture(scope="session")
@@ -38,31 +55,34 @@ def amqp_uri(request: pytest.FixtureRequest) -> str:
         or DEFAULT_TEST_BROKER
     )
     try:
-        with broker_admin(uri):
-            pass
-    except Exception as exc:
-        pytest.fail(f"no RabbitMQ at {uri} ({exc}); start one (`rabbitmq-server -detached`) "
-                    "or pass --amqp-uri", pytrace=False)
-    return uri
+        check_broker(uri)
+    except BrokerUnreachable as exc:
+        problem = str(exc)
+    else:
+        return uri
+    pytest.fail(problem, pytrace=False)  # outside `except`: no chained traceback in the report
 
 
-class broker_admin:
-    """A short-lived raw connection for test set-up and clean-up (delete queues, publish raw)."""
+@pytest.fixture
+def amqp_vhost_uri(amqp_uri: str) -> Iterator[str]:
+    vhost = TemporaryVhost(amqp_uri)
+    try:
+        uri = vhost.__enter__()
+    except RuntimeError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"cannot create a vhost for this test: {problem}", pytrace=False)
+    try:
+        yield uri
+    finally:
+        vhost.__exit__()
 
-    def __init__(self, uri: str) -> None:
-        address = BrokerAddress.from_url(uri)
-        self.connection = amqp.Connection(
-            host=f"{address.host}:{address.port}", userid=address.userid,
-            password=address.password, virtual_host=address.virtual_host, connect_timeout=5,
-        )
 
-    def __enter__(self) -> amqp.Channel:
-        self.connection.connect()
-        self.channel = self.connection.channel()
-        return self.channel
-
-    def __exit__(self, *exc: Any) -> None:
-        self.connection.close()
+@pytest.fixture
+def broker_uri(amqp_uri: str) -> str:
+    return amqp_uri
 
 
 @pytest.fixture
@@ -73,31 +93,57 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     return make
 
 
-def with_name(service_cls: type, name: str) -> type:
-    """A subclass of ``service_cls`` with another ``name`` (isolates tests on one broker)."""
-    return type(service_cls.__name__, (service_cls,), {"name": name, "__module__": service_cls.__module__})
+def _config(broker_uri: str, config: Config | None, settings: dict[str, Any]) -> Config:
+    return (config or Config(broker_url=broker_uri)).replace(**settings)
 
 
 @pytest.fixture
-def container_factory(amqp_uri: str) -> Iterator[Callable[..., ServiceContainer]]:
+def container_factory(broker_uri: str) -> Iterator[Callable[..., ServiceContainer]]:
     containers: list[ServiceContainer] = []
 
-    def make(service_cls: type, config: Config | None = None, **settings: Any) -> ServiceContainer:
-        config = (config or Config(broker_url=amqp_uri)).replace(**settings)
-        container = ServiceContainer(service_cls, config)
-        container.start()
+    def make(service_cls: type, config: Config | None = None, *, start: bool = True,
+             **settings: Any) -> ServiceContainer:
+        container = ServiceContainer(service_cls, _config(broker_uri, config, settings))
         containers.append(container)
+        if start:
+            container.start()
         return container
 
     yield make
-    for container in containers:
-        container.stop(grace=5)
-    with broker_admin(amqp_uri) as channel:
-        for container in containers:
-            channel.queue_delete(f"rpc-{container.service_name}")
+    _tear_down(containers)
 
 
 @pytest.fixture
-def rpc_client(amqp_uri: str) -> Iterator[ClusterRpcClient]:
-    with ClusterRpcClient(amqp_uri, timeout=10) as client:
+def runner_factory(broker_uri: str) -> Iterator[Callable[..., ServiceRunner]]:
+    runners: list[ServiceRunner] = []
+
+    def make(*service_classes: type, config: Config | None = None, start: bool = True,
+             **settings: Any) -> ServiceRunner:
+        runner = ServiceRunner(_config(broker_uri, config, settings))
+        for service_cls in service_classes:
+            runner.add_service(service_cls)
+        runners.append(runner)
+        if start:
+            runner.start()
+        return runner
+
+    yield make
+    _tear_down([c for runner in runners for c in runner.containers])
+
+
+def _tear_down(containers: list[ServiceContainer]) -> None:
+    """Stop what runs, then delete the queues the containers declared, on their brokers."""
+    for container in containers:
+        if container.running:
+            container.stop(grace=5)
+    queues: dict[str, set[str]] = {}
+    for container in containers:
+        queues.setdefault(container.config.broker_url, set()).update(queues_declared_by(container))
+    for uri, names in queues.items():
+        delete_queues(uri, names)
+
+
+@pytest.fixture
+def rpc_client(broker_uri: str) -> Iterator[ClusterRpcClient]:
+    with ClusterRpcClient(broker_uri, timeout=10) as client:
         yield client
