@@ -199,3 +199,19 @@ def test_health_endpoints(workers, amqp_uri):
     wait_until(lambda: status("/healthz")[0] == 200, 20, "/healthz to answer 200")
     code, body = status("/readyz")
     assert code == 200 and body["services"][workers.service]["connected"] is True
+
+
+def test_gevent_pool_serves_and_stops_cleanly(workers, amqp_uri, tmp_path):
+    pytest.importorskip("gevent")
+    worker = workers("--pool", "gevent", "--concurrency", "20")
+    with ClusterRpcClient(amqp_uri, timeout=20) as client:
+        call_when_ready(client, workers.service, "pid")
+        futures = [client.call_async(workers.service, "echo", i) for i in range(200)]
+        assert [f.result() for f in futures] == list(range(200))
+        held = client.call_async(workers.service, "hold", str(tmp_path))
+        wait_until(lambda: (tmp_path / f"{worker.pid}.started").exists(), 10, "the call to start")
+        assert client.call(workers.service, "echo", "concurrent") == "concurrent"  # not blocked
+        worker.process.send_signal(signal.SIGTERM)
+        (tmp_path / "release").touch()
+        assert held.result() == worker.pid
+    assert worker.process.wait(20) == 0, worker.output()
