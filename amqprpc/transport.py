@@ -401,6 +401,9 @@ class BrokerConnection:
             ssl=address.ssl,
             heartbeat=self.heartbeat,
             connect_timeout=self.connect_timeout,
+            # A peer that stops reading (blackholed, frozen) must fail our sendall, not block
+            # the I/O thread forever: heartbeats cannot be checked while it is stuck.
+            write_timeout=max(10.0, 2 * self.heartbeat),
             client_properties={"connection_name": self.name, "product": "amqprpc"},
             on_blocked=self._on_blocked,
             on_unblocked=self._on_unblocked,
