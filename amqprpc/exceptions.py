@@ -134,6 +134,13 @@ _BUILTIN_BY_NAME: dict[str, type[AmqpRpcError]] = {
 for _cls in _BUILTIN_BY_NAME.values():
     remote_error(_cls)
 
+# On the wire the request errors carry Nameko's import paths: a Nameko caller rebuilds an
+# error as its own class only by exact ``exc_path`` (its registry), else it raises RemoteError.
+_WIRE_PATHS: dict[type[BaseException], str] = {
+    cls: f"nameko.exceptions.{cls.__name__}"
+    for cls in (MethodNotFound, IncorrectSignature, MalformedRequest)
+}
+
 
 def serialize_error(exc: BaseException) -> dict[str, Any]:
     """Describe an exception as Nameko does: type name, import path, args, message."""
@@ -144,7 +151,7 @@ def serialize_error(exc: BaseException) -> dict[str, Any]:
         value = repr(exc.args)
     return {
         "exc_type": cls.__name__,
-        "exc_path": f"{cls.__module__}.{cls.__qualname__}",
+        "exc_path": _WIRE_PATHS.get(cls) or f"{cls.__module__}.{cls.__qualname__}",
         "exc_args": [_plain(arg) for arg in exc.args],
         "value": value,
     }
