@@ -1,1 +1,1 @@
-pytest_plugins = ["amqprpc.testing.pytest"]
+pytest_plugins = ["amqprpc.testing.pytest", "tests.databases"]

@@ -334,11 +334,13 @@ def _once_insert(dialect: str, row: dict[str, Any]) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(processed_requests).values(row).on_conflict_do_nothing()
+        return (pg_insert(processed_requests).values(row).on_conflict_do_nothing()
+                .returning(processed_requests.c.request_id))
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(processed_requests).values(row).on_conflict_do_nothing()
+        return (sqlite_insert(processed_requests).values(row).on_conflict_do_nothing()
+                .returning(processed_requests.c.request_id))
     if dialect in ("mysql", "mariadb"):
         # IGNORE also downgrades other errors to warnings; the lengths are checked above.
         return sa.insert(processed_requests).values(row).prefix_with("IGNORE")
@@ -346,6 +348,13 @@ def _once_insert(dialect: str, row: dict[str, Any]) -> Any:
 
 
 def _inserted(result: Any) -> bool:
+    """Whether the insert added the row: a RETURNING row, else (MySQL) the row count.
+
+    psycopg reports rowcount -1 for these statements, so PostgreSQL and SQLite say it
+    with RETURNING (empty when the conflict clause skipped the row).
+    """
+    if result.returns_rows:
+        return result.first() is not None
     return bool(result.rowcount == 1)
 
 
