@@ -9,9 +9,12 @@ from .client import AsyncRpcClient, ClusterRpcClient
 from .config import Config
 from .containers import ServiceContainer, WorkerContext
 from .dependencies.context import CallContext
+from .dependencies.events import EventDispatcher
 from .dependencies.rpc import RpcProxy
 from .discovery import ServiceRegistry
+from .entrypoints.events import EventHandler, event_handler
 from .entrypoints.rpc import Rpc, rpc
+from .entrypoints.timer import Timer, timer
 from .exceptions import (
     AmqpRpcError,
     BrokerError,
@@ -28,9 +31,14 @@ from .exceptions import (
     remote_error,
 )
 from .extensions import DependencyProvider, Entrypoint, Extension
+from .publisher import EventPublisher, dispatch_event
 from .runner import ServiceRunner
+from .topology import BROADCAST, SERVICE_POOL, SINGLETON
 
 __all__ = [
+    "BROADCAST",
+    "SERVICE_POOL",
+    "SINGLETON",
     "AmqpRpcError",
     "AsyncRpcClient",
     "BrokerError",
@@ -43,6 +51,9 @@ __all__ = [
     "Database",
     "DependencyProvider",
     "Entrypoint",
+    "EventDispatcher",
+    "EventHandler",
+    "EventPublisher",
     "Extension",
     "IncorrectSignature",
     "MalformedRequest",
@@ -57,10 +68,14 @@ __all__ = [
     "ServiceContainer",
     "ServiceRegistry",
     "ServiceRunner",
+    "Timer",
     "UnknownService",
     "WorkerContext",
+    "dispatch_event",
+    "event_handler",
     "remote_error",
     "rpc",
+    "timer",
 ]
 
 # Dependencies with heavy optional requirements load on first use, so `import amqprpc`

@@ -140,4 +140,5 @@ def show_config(broker_url: str | None, config_path: str | None) -> None:
     click.echo(json.dumps(config.as_dict(), indent=2, default=str))
 
 
+from . import events as _events  # noqa: E402,F401  (registers `amqprpc dispatch` and `dlq`)
 from . import run as _run  # noqa: E402,F401  (registers `amqprpc run`)

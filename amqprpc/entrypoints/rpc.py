@@ -34,6 +34,7 @@ from ..exceptions import (
 from ..extensions import Entrypoint, ExcInfo, Extension
 from ..messages import build_reply, deadline_of, decode_context, parse_request
 from ..serialization import JSON, Codec, codec_for, codec_named
+from ..topology import service_queue_arguments
 from ..transport import Delivery
 
 _log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class RpcConsumer(Extension):
             return
         config = self._config
         channel.exchange_declare(config.rpc_exchange, "topic", durable=True, auto_delete=False)
-        arguments = {"x-queue-type": "quorum"} if config.queue_type == "quorum" else None
+        arguments = service_queue_arguments(config)  # quorum: with the delivery limit
         channel.queue_declare(self.queue_name, durable=True, auto_delete=False, arguments=arguments)
         channel.queue_bind(self.queue_name, config.rpc_exchange, f"{self._service}.*")
         channel.basic_qos(0, config.effective_prefetch, False)

@@ -1,0 +1,256 @@
+"""``@event_handler(source, event_type)``: run a method for every event another service dispatches.
+
+Topology per handler type (the queues Nameko 2.x declares, so both interoperate)::
+
+    SERVICE_POOL (default): one queue per service + method; the instances of a service
+    compete for it, so each event is handled once per (service, method).
+
+        [<source>.events] --(event_type)--> evt-<source>-<type>--<svc>.<method> --> svc #1
+                                                                                 \\-> svc #2
+
+    SINGLETON: one queue for the whole cluster; each event is handled once, by any one
+    handler of any service.
+
+        [<source>.events] --(event_type)--> evt-<source>-<type> --> svc-a, svc-b, ...
+
+    BROADCAST: one exclusive, auto-delete queue per running instance; every instance
+    handles every event dispatched while it runs.
+
+        [<source>.events] --(event_type)--> evt-<source>-<type>--<svc>.<method>-<id1> --> #1
+                           \\-------------> evt-<source>-<type>--<svc>.<method>-<id2> --> #2
+
+Delivery is at least once: an event is acked only after the handler returned, or after
+the copy that retries or dead-letters it is confirmed by the broker. A handler that raises
+is retried ``max_attempts - 1`` times with exponential backoff (``retry_delay`` doubling up
+to ``max_retry_delay``) through ``<queue>.retry.<ms>`` delay queues, then dead-lettered to
+``<queue>.dlq`` with its error and attempt count. An event that cannot be decoded goes to
+the DLQ at once. The worker keeps consuming whatever happens. See docs/events.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import uuid
+from typing import Any
+
+from ..containers import WorkerContext
+from ..dead_letters import Received, RetryPolicy, attempts_of, dead_letter, retry_copy
+from ..exceptions import ConfigError, MalformedRequest
+from ..extensions import Entrypoint, ExcInfo
+from ..messages import Outgoing, decode_context
+from ..publisher import check_event_names
+from ..serialization import decode
+from ..topology import (
+    BROADCAST,
+    HANDLER_TYPES,
+    SERVICE_POOL,
+    Arguments,
+    check_name,
+    dead_letter_queue,
+    dead_letter_queue_arguments,
+    declare_event_exchange,
+    delay_queue,
+    delay_queue_arguments,
+    event_exchange,
+    handler_queue,
+    service_queue_arguments,
+)
+from ..transport import BrokerConnection, Delivery
+
+_log = logging.getLogger(__name__)
+
+
+class EventHandler(Entrypoint):
+    """Handle ``event_type`` events of the service ``source``; the method gets the payload.
+
+    ``handler_type``: ``SERVICE_POOL``, ``SINGLETON`` or ``BROADCAST`` (see the module).
+    ``max_attempts``: handler runs before the event is dead-lettered (1: no retry).
+    ``retry_delay``/``max_retry_delay``: seconds before the first retry, and the cap as
+    the delay doubles. ``expected_exceptions`` are logged as warnings, not errors (they
+    are retried all the same).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        event_type: str,
+        handler_type: str = SERVICE_POOL,
+        *,
+        max_attempts: int = 5,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+        expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
+    ) -> None:
+        check_event_names(source, event_type)
+        if handler_type not in HANDLER_TYPES:
+            raise ConfigError(f"handler_type must be one of {', '.join(HANDLER_TYPES)}, "
+                              f"got {handler_type!r}")
+        try:
+            self.retry = RetryPolicy(max_attempts, retry_delay, max_retry_delay)
+        except ValueError as exc:
+            raise ConfigError(f"@event_handler({source!r}, {event_type!r}): {exc}") from None
+        if isinstance(expected_exceptions, type):
+            expected_exceptions = (expected_exceptions,)
+        self.expected_exceptions = tuple(expected_exceptions)
+        self.source = source
+        self.event_type = event_type
+        self.handler_type = handler_type
+        self.queue_name = ""
+        self.dead_letter_queue_name = ""
+        self._consumer_tag: str | None = None
+        self._stopping = False
+
+    @property
+    def declared_queues(self) -> list[str]:
+        """Every queue this handler may declare: its own, its DLQ and its delay queues."""
+        delays = [delay_queue(self.queue_name, ms) for ms in self.retry.all_delays_ms()]
+        return [self.queue_name, self.dead_letter_queue_name, *delays]
+
+    def setup(self) -> None:
+        container = self.container
+        service, method = container.service_name, self.method_name
+        _check_takes_payload(container.service_cls, method)
+        self._config = container.config
+        self._connection: BrokerConnection = container.connection
+        broadcast_id = uuid.uuid4().hex if self.handler_type == BROADCAST else ""
+        self.queue_name = check_name(
+            handler_queue(self.source, self.event_type, self.handler_type, service, method,
+                          broadcast_id), "queue name")
+        # A broadcast queue dies with its instance; its dead letters must outlive it.
+        dlq_base = (handler_queue(self.source, self.event_type, SERVICE_POOL, service, method)
+                    + "-broadcast" if self.handler_type == BROADCAST else self.queue_name)
+        self.dead_letter_queue_name = check_name(dead_letter_queue(dlq_base), "queue name")
+        for name in self.declared_queues:
+            check_name(name, "queue name")
+        self._connection.on_connect(self._declare_and_consume)
+
+    def _declare_and_consume(self, channel: Any) -> None:
+        if self._stopping:
+            return
+        config = self._config
+        broadcast = self.handler_type == BROADCAST
+        declare_event_exchange(channel, self.source)
+        channel.queue_declare(
+            self.queue_name, durable=True, exclusive=broadcast, auto_delete=broadcast,
+            arguments=None if broadcast else service_queue_arguments(
+                config, dead_letter_to=self.dead_letter_queue_name),
+        )
+        channel.queue_bind(self.queue_name, event_exchange(self.source), self.event_type)
+        channel.queue_declare(self.dead_letter_queue_name, durable=True, auto_delete=False,
+                              arguments=dead_letter_queue_arguments(config))
+        channel.basic_qos(0, config.effective_prefetch, False)
+        self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery)
+
+    def stop(self) -> None:
+        """Stop taking events; events already received still run and are acked."""
+        self._stopping = True
+        done = threading.Event()
+
+        def cancel() -> None:
+            tag, self._consumer_tag = self._consumer_tag, None
+            if tag is not None:
+                try:
+                    self._connection.cancel(tag)
+                except Exception:
+                    _log.debug("cancel of %s failed (connection gone)", self.queue_name, exc_info=True)
+            done.set()
+
+        if self._connection.is_connected:
+            self._connection.call_soon(cancel)
+            done.wait(5)
+
+    def kill(self) -> None:
+        self._stopping = True
+
+    # ------------------------------------------------------------ per event
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        """On the I/O thread: hand the event to the pool at once."""
+        self.container.submit(lambda: self._handle(delivery))
+
+    def _handle(self, delivery: Delivery) -> None:
+        received = Received(delivery.body, delivery.properties, delivery.exchange,
+                            delivery.routing_key)
+        attempts = attempts_of(delivery.headers)
+        try:
+            payload = decode(delivery.body, delivery.properties.get("content_type"),
+                             self._config.max_message_size)
+        except MalformedRequest as exc:
+            _log.warning("%s: malformed event dead-lettered to %s: %s", self.queue_name,
+                         self.dead_letter_queue_name, exc)
+            self._dead_letter(delivery, received, attempts, exc)
+            return
+        worker_ctx = WorkerContext(
+            self.container, self, (payload,), {},
+            decode_context(delivery.headers, self._config.header_prefix),
+            request_id=delivery.properties.get("message_id"),
+            redelivered=delivery.redelivered,
+        )
+
+        def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+            if exc_info is None:
+                self._connection.ack(delivery)
+            else:
+                self._failed(delivery, received, attempts + 1, exc_info[1])
+
+        self.container.run_worker(worker_ctx, on_result)
+
+    def _failed(self, delivery: Delivery, received: Received, attempts: int,
+                error: BaseException) -> None:
+        if attempts >= self.retry.max_attempts:
+            _log.error("%s: dead-lettered to %s after %d attempts: %r", self.queue_name,
+                       self.dead_letter_queue_name, attempts, error)
+            self._dead_letter(delivery, received, attempts, error)
+            return
+        delay_ms = self.retry.delay_ms(attempts)
+        target = delay_queue(self.queue_name, delay_ms)
+        _log.info("%s: attempt %d failed (%r); retrying in %d ms", self.queue_name, attempts,
+                  error, delay_ms)
+        message = retry_copy(received, queue=self.queue_name, delay_queue=target,
+                             attempts=attempts, error=error)
+        self._republish(delivery, message, delay_queue_arguments(self.queue_name, delay_ms))
+
+    def _dead_letter(self, delivery: Delivery, received: Received, attempts: int,
+                     error: BaseException) -> None:
+        message = dead_letter(received, queue=self.queue_name, dlq=self.dead_letter_queue_name,
+                              attempts=attempts, error=error)
+        self._republish(delivery, message, dead_letter_queue_arguments(self._config))
+
+    def _republish(self, delivery: Delivery, message: Outgoing, arguments: Arguments | None) -> None:
+        """Publish a copy to the queue it names, then ack the original once confirmed.
+
+        The queue is (re)declared right before, without waiting for the broker's answer: a
+        delay queue expires when unused, and a deleted DLQ must not swallow the copy.
+        """
+        connection = self._connection
+
+        def confirmed(error: BaseException | None) -> None:
+            if error is None:
+                connection.ack(delivery)
+            else:  # unacked: the broker delivers the original again
+                _log.warning("%s: copy to %s not confirmed (%s); the event will be redelivered",
+                             self.queue_name, message.routing_key, error)
+
+        def send() -> None:
+            if delivery.generation != connection.generation:
+                return  # its connection died: the broker redelivers the original anyway
+            connection.channel.queue_declare(message.routing_key, durable=True, exclusive=False,
+                                             auto_delete=False, nowait=True, arguments=arguments)
+            connection.publish(message, on_confirm=confirmed)
+
+        connection.call_soon(send)
+
+
+event_handler = EventHandler.decorator
+
+
+def _check_takes_payload(service_cls: type, method_name: str) -> None:
+    """A handler is called with one argument, the payload: refuse one that can't be, at start."""
+    signature = inspect.signature(getattr(service_cls, method_name))
+    try:
+        signature.bind(None, {})
+    except TypeError:
+        raise ConfigError(f"{service_cls.__name__}.{method_name}: an @event_handler method takes "
+                          f"one argument, the event payload; its signature is {signature}") from None

@@ -1,0 +1,117 @@
+"""Names and declare arguments of the event exchanges and queues: Nameko 2.x's, exactly.
+
+Declaring an entity that already exists with other flags or arguments fails with
+PRECONDITION_FAILED and closes the channel, so amqprpc declares what Nameko 2.14 declares
+(``nameko/events.py``, ``nameko/standalone/events.py``) and the two can share a broker::
+
+    exchange  <source>.events                             topic, durable, not auto-delete
+    queue     evt-<source>-<type>--<service>.<method>     SERVICE_POOL: durable
+    queue     evt-<source>-<type>                         SINGLETON: durable
+    queue     evt-<source>-<type>--<service>.<method>-<id> BROADCAST: durable, exclusive,
+                                                          auto-delete (one per instance)
+
+No queue above carries arguments, so retries and dead letters never need one: a failed
+event is republished to a delay queue of our own (``<queue>.retry.<ms>``, a TTL that
+dead-letters back into ``<queue>``), and a dead one to ``<queue>.dlq``, both declared by
+amqprpc alone. Quorum queues (``queue_type = "quorum"``) are the one opt-in exception:
+they add ``x-queue-type``, the broker's ``x-delivery-limit`` and a dead-letter route to the
+DLQ, so they cannot share a queue with a Nameko service that declared it classic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .config import Config
+from .exceptions import ConfigError
+
+SERVICE_POOL: Final = "service_pool"
+SINGLETON: Final = "singleton"
+BROADCAST: Final = "broadcast"
+HANDLER_TYPES: Final = (SERVICE_POOL, SINGLETON, BROADCAST)
+
+MAX_NAME_LENGTH: Final = 255  # AMQP short strings: queue names and routing keys
+_MIN_DELAY_QUEUE_EXPIRY_MS: Final = 60_000
+
+Arguments = dict[str, Any]
+
+
+def event_exchange(source: str) -> str:
+    """The topic exchange a service's events are published on."""
+    return f"{source}.events"
+
+
+def declare_event_exchange(channel: Any, source: str) -> None:
+    """Declare ``<source>.events`` as Nameko does (I/O thread only)."""
+    channel.exchange_declare(event_exchange(source), "topic", durable=True, auto_delete=False)
+
+
+def handler_queue(source: str, event_type: str, handler_type: str, service: str, method: str,
+                  broadcast_id: str = "") -> str:
+    """The queue a handler consumes, named as Nameko names it."""
+    if handler_type == SERVICE_POOL:
+        return f"evt-{source}-{event_type}--{service}.{method}"
+    if handler_type == SINGLETON:
+        return f"evt-{source}-{event_type}"
+    if handler_type == BROADCAST:
+        if not broadcast_id:
+            raise ValueError("a broadcast queue needs a broadcast id")
+        return f"evt-{source}-{event_type}--{service}.{method}-{broadcast_id}"
+    raise ConfigError(f"handler_type must be one of {', '.join(HANDLER_TYPES)}, got {handler_type!r}")
+
+
+def dead_letter_queue(queue: str) -> str:
+    """Where events that could not be handled are kept for an operator: ``<queue>.dlq``."""
+    return f"{queue}.dlq"
+
+
+def delay_queue(queue: str, delay_ms: int) -> str:
+    """The holding queue for retries of ``queue`` after ``delay_ms``; one per delay value.
+
+    One queue per delay keeps every message in it on the same TTL, so the head always
+    expires first (per-message TTLs in one queue would wait behind a longer one).
+    """
+    return f"{queue}.retry.{delay_ms}"
+
+
+def check_name(name: str, what: str) -> str:
+    """Raise ConfigError if ``name`` is too long for the broker; return it otherwise."""
+    if len(name.encode("utf-8")) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{what} {name[:60]!r}... is longer than {MAX_NAME_LENGTH} bytes")
+    return name
+
+
+def service_queue_arguments(config: Config, dead_letter_to: str | None = None) -> Arguments | None:
+    """Arguments of a durable service queue (RPC or event handler): none unless quorum.
+
+    Quorum queues get the broker's delivery limit, so a message that kills every worker
+    that takes it stops after ``config.delivery_limit`` deliveries; with ``dead_letter_to``
+    it then goes to that queue instead of being dropped.
+    """
+    if config.queue_type != "quorum":
+        return None
+    arguments: Arguments = {"x-queue-type": "quorum", "x-delivery-limit": config.delivery_limit}
+    if dead_letter_to is not None:
+        arguments["x-dead-letter-exchange"] = ""
+        arguments["x-dead-letter-routing-key"] = dead_letter_to
+    return arguments
+
+
+def dead_letter_queue_arguments(config: Config) -> Arguments | None:
+    """A DLQ holds messages for people: quorum if configured, but never a delivery limit
+    (``amqprpc dlq list`` reads messages and gives them back, which counts as a delivery)."""
+    return {"x-queue-type": "quorum"} if config.queue_type == "quorum" else None
+
+
+def delay_queue_arguments(queue: str, delay_ms: int) -> Arguments:
+    """A classic queue whose messages expire after ``delay_ms`` back into ``queue``.
+
+    It expires itself when unused (it is redeclared before every retry publish, and the
+    expiry is far longer than the TTL), so delay queues of removed handlers vanish.
+    """
+    return {
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-expires": max(2 * delay_ms, delay_ms + _MIN_DELAY_QUEUE_EXPIRY_MS),
+    }
