@@ -92,11 +92,10 @@ class Mongo(DependencyProvider):
         key, url = found
         self._where = f"service {service!r}: mongo {_mask(str(url))} database {self.database!r}"
         self._open: dict[WorkerContext, tuple[Any, Any]] = {}  # worker -> (session, bound)
-        options: dict[str, Any] = {
-            "serverSelectionTimeoutMS": SERVER_SELECTION_TIMEOUT_MS,
-            "appname": service,
-            **self.client_options,
-        }
+        options: dict[str, Any] = {"appname": service, **self.client_options}
+        if "serverselectiontimeoutms" not in str(url).lower():  # options in the URL win
+            # pymongo waits 30 s by default: too long for a worker that cannot start.
+            options.setdefault("serverSelectionTimeoutMS", SERVER_SELECTION_TIMEOUT_MS)
         kinds = {entrypoint.is_async for entrypoint in container.entrypoints}
         try:
             if False in kinds:
