@@ -69,16 +69,19 @@ def check_broker(uri: str) -> None:
 
 
 def queues_declared_by(container: ServiceContainer) -> set[str]:
-    """The queues a container's entrypoints consume, to delete after a test.
+    """The queues a container's entrypoints declare, to delete after a test.
 
-    ``rpc-<service>`` for ``@rpc`` services, plus the ``queue_name`` of every entrypoint
-    that has one (event handlers).
+    ``rpc-<service>`` for ``@rpc`` services, plus whatever each entrypoint reports: its
+    ``declared_queues`` (an event handler's queue, dead-letter and delay queues) or else
+    its ``queue_name``. Names are known once the container has been set up (started).
     """
     names = {f"rpc-{container.service_name}"}
     for entrypoint in container.entrypoints:
-        queue_name = getattr(entrypoint, "queue_name", None)
-        if isinstance(queue_name, str) and queue_name:
-            names.add(queue_name)
+        declared = getattr(entrypoint, "declared_queues", None)
+        if declared is None:
+            queue_name = getattr(entrypoint, "queue_name", None)
+            declared = [queue_name] if isinstance(queue_name, str) else []
+        names.update(name for name in declared if isinstance(name, str) and name)
     return names
 
 

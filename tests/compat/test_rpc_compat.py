@@ -202,3 +202,25 @@ def test_context_from_amqprpc_reaches_nameko(nameko_service, amqprpc_container, 
     assert _call_ids(via_proxy["call_id_stack"]) == [f"{names.amqprpc}.call_nameko", f"{names.nameko}.whoami"]
     # amqprpc client -> Nameko -> amqprpc: the stack grows across both frameworks
     assert _call_ids(round_trip["call_id_stack"]) == [f"{names.nameko}.relay", f"{names.amqprpc}.whoami"]
+
+
+# ------------------------------------------------------------------ migration
+
+
+def test_amqprpc_build_serves_alongside_the_nameko_one(nameko_service, names, amqp_uri, reply_queue_client):
+    """Migration: start the amqprpc build of a Nameko service; both consume ``rpc-<service>``."""
+
+    class Replacement:
+        name = names.nameko
+
+        @rpc
+        def implementation(self) -> str:
+            return "amqprpc"
+
+    container = ServiceContainer(Replacement, Config(broker_url=amqp_uri))
+    container.start()  # redeclares Nameko's queue: the declarations must be equivalent
+    try:
+        futures = [reply_queue_client.call_async(names.nameko, "implementation") for _ in range(20)]
+        assert {future.result() for future in futures} == {"nameko", "amqprpc"}
+    finally:
+        container.stop(grace=5)  # rpc-<service> stays: the Nameko service still consumes it

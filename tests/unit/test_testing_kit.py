@@ -127,8 +127,10 @@ def test_entrypoint_hook_needs_a_started_container():
 
 def test_queues_declared_by_lists_rpc_and_entrypoint_queues():
     container = _container()
-    container.entrypoints[0].queue_name = "evt-x-y--orders.create"  # as an event handler has
-    assert queues_declared_by(container) == {"rpc-orders", "evt-x-y--orders.create"}
+    container.entrypoints[0].queue_name = "evt-x-y--orders.cancel"  # as an entrypoint may have
+    container.entrypoints[1].declared_queues = ["evt-x-y--orders.create", "evt-x-y--orders.create.dlq"]
+    assert queues_declared_by(container) == {
+        "rpc-orders", "evt-x-y--orders.cancel", "evt-x-y--orders.create", "evt-x-y--orders.create.dlq"}
 
 
 def test_with_vhost():

@@ -47,6 +47,10 @@ class NamekoService:
     dispatch = EventDispatcher()
 
     @rpc
+    def implementation(self):
+        return "nameko"
+
+    @rpc
     def add(self, a, b):
         return a + b
 
