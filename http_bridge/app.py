@@ -1,0 +1,135 @@
+"""``create_app``: the aiohttp application. No module-level state: everything hangs off the app.
+
+::
+
+    app = create_app(Config.load())           # owns its AsyncRpcClient and ServiceRegistry
+    web.run_app(app, port=8000)
+
+    app = create_app(config, rpc_client=client, registry=registry)   # tests: bring your own
+
+What the app opens it closes (its cleanup context); an ``rpc_client`` or ``registry``
+passed in belongs to the caller, who starts and stops it. Besides the routes the services
+announce, the bridge serves ``/healthz`` (the process answers), ``/readyz`` (broker
+connected, not blocked, registry complete), ``/metrics`` (Prometheus), ``/openapi.json``
+and ``/docs`` (a page that renders it, with no external assets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+
+from aiohttp import web
+
+from amqprpc import AsyncRpcClient, Config, ServiceRegistry
+
+from .auth import Authenticator
+from .errors import ApiError, error_body
+from .gateway import Gateway
+from .openapi import build_openapi
+from .settings import BridgeSettings
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    config: Config | None = None,
+    rpc_client: AsyncRpcClient | None = None,
+    *,
+    registry: ServiceRegistry | None = None,
+    settings: BridgeSettings | None = None,
+) -> web.Application:
+    """Build the bridge. Auth material (key file, JWT key) is loaded now: a bad one raises here."""
+    config = config or Config.load()
+    settings = settings or BridgeSettings.from_config(config)
+    gateway = Gateway(settings, Authenticator.from_settings(settings))
+    app = web.Application(client_max_size=settings.max_body_size)
+    app[GATEWAY] = gateway
+    app.cleanup_ctx.append(_lifespan(gateway, config, rpc_client, registry))
+
+    ops: dict[str, Handler] = {
+        "/healthz": _healthz,
+        "/readyz": _readyz,
+        "/metrics": _metrics,
+        "/openapi.json": _openapi,
+        "/docs": _docs,
+    }
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        handler = ops.get(request.path)
+        if handler is None:
+            return await gateway.handle(request)
+        if request.method not in ("GET", "HEAD"):
+            error = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here; use GET")
+            response = web.json_response(error_body(error, "-"), status=405)
+            response.headers["Allow"] = "GET, HEAD"
+            return response
+        return await handler(request)
+
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+def _lifespan(gateway: Gateway, config: Config, rpc_client: AsyncRpcClient | None,
+              registry: ServiceRegistry | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        own_client = rpc_client is None
+        own_registry = registry is None
+        gateway.rpc = rpc_client or AsyncRpcClient(config=config, name=f"http-bridge-{id(app):x}")
+        gateway.registry = registry or ServiceRegistry(config)
+        loop = asyncio.get_running_loop()
+        try:
+            if own_client:
+                await gateway.rpc.start()
+            if own_registry:
+                await loop.run_in_executor(None, gateway.registry.start)
+            yield
+        finally:
+            if own_registry:
+                await loop.run_in_executor(None, gateway.registry.stop)
+            if own_client:
+                await gateway.rpc.stop()
+
+    return lifespan
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    rpc, registry = gateway.rpc, gateway.registry
+    checks = {
+        "broker": bool(rpc and rpc.is_connected),
+        "not_blocked": bool(rpc and not rpc.blocked_reason),
+        "registry": bool(registry and registry.ready),
+    }
+    ready = all(checks.values())
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks,
+                              "routes": len(gateway.table().routes)}, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = request.app[GATEWAY].metrics.render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    spec = build_openapi(request.app[GATEWAY].table())
+    return web.Response(text=json.dumps(spec, indent=1), content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def _docs(request: web.Request) -> web.Response:
+    page = resources.files(__package__).joinpath("docs.html").read_text(encoding="utf-8")
+    return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
+        "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                                   "style-src 'unsafe-inline'; connect-src 'self'",
+        "X-Content-Type-Options": "nosniff",
+    })

@@ -1,0 +1,239 @@
+"""Who is calling: API keys and JWT bearer tokens, checked locally. Fails closed.
+
+* API keys: ``X-API-Key: <key>``. The bridge holds only SHA-256 hashes of the keys, in a
+  TOML file loaded at start (a missing or malformed file stops the bridge from starting)::
+
+      [[keys]]
+      sha256 = "9f86d08..."          # python -m http_bridge hash-key <key>
+      principal = "billing-batch"
+      roles = ["billing"]
+
+  Keys are random 256-bit tokens, so one fast hash is enough (no password stretching):
+  nobody can guess a key from its hash, and a lookup costs microseconds.
+* JWT: ``Authorization: Bearer <token>``, verified by PyJWT: HS256 with a shared secret
+  and/or RS256 with a public key, each only with its own key (no algorithm confusion);
+  ``exp`` and ``sub`` are required, ``iss`` and ``aud`` whenever configured; ``sub`` is
+  the principal and the ``roles`` claim (a list, or a space-separated string) the roles.
+
+Errors: credentials that are present but wrong -> 401 with ``WWW-Authenticate``; any
+unexpected failure while checking them -> 401 as well (logged), never a pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from multidict import CIMultiDictProxy
+
+from amqprpc import ConfigError
+
+from .errors import ApiError
+from .settings import BridgeSettings
+
+_log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CHALLENGE = 'Bearer realm="amqprpc", ApiKey realm="amqprpc" header="X-API-Key"'
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated caller: what reaches the service as ``user_id`` and ``roles``."""
+
+    principal: str
+    roles: frozenset[str]
+    method: str  # "api_key" | "jwt" | "anonymous"
+
+    def context(self) -> dict[str, Any]:
+        if self.method == "anonymous":
+            return {}
+        return {"user_id": self.principal, "roles": sorted(self.roles)}
+
+
+ANONYMOUS = Identity("", frozenset(), "anonymous")
+
+
+def generate_key() -> str:
+    """A new random API key (256 bits)."""
+    return "ak_" + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class ApiKeyStore:
+    """Hashed API keys -> identities, from a TOML file."""
+
+    def __init__(self, entries: dict[str, Identity]) -> None:
+        self._by_hash = entries
+
+    @classmethod
+    def load(cls, path: str | Path) -> ApiKeyStore:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"API key file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"API key file {path} is unreadable: {exc}") from None
+        entries: dict[str, Identity] = {}
+        for index, raw in enumerate(data.get("keys") or []):
+            where = f"{path}: keys[{index}]"
+            digest = str(raw.get("sha256", "")).lower() if isinstance(raw, dict) else ""
+            if not _HEX64.match(digest):
+                raise ConfigError(f"{where}: sha256 must be 64 hex digits")
+            principal = raw.get("principal")
+            roles = raw.get("roles", [])
+            if not isinstance(principal, str) or not principal:
+                raise ConfigError(f"{where}: principal must be a non-empty string")
+            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+                raise ConfigError(f"{where}: roles must be a list of strings")
+            if digest in entries:
+                raise ConfigError(f"{where}: the same key hash appears twice")
+            entries[digest] = Identity(principal, frozenset(roles), "api_key")
+        return cls(entries)
+
+    def lookup(self, key: str) -> Identity | None:
+        return self._by_hash.get(hash_key(key))
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+class JwtVerifier:
+    """Bearer tokens signed HS256 (shared secret) and/or RS256 (public key)."""
+
+    def __init__(self, *, hs256_secret: str = "", rs256_public_key: str = "", issuer: str = "",
+                 audience: str = "", leeway: float = 30.0, roles_claim: str = "roles") -> None:
+        self._keys: dict[str, Any] = {}
+        if hs256_secret:
+            if len(hs256_secret.encode()) < 32:
+                raise ConfigError("bridge.jwt_hs256_secret must be at least 32 bytes")
+            self._keys["HS256"] = hs256_secret
+        if rs256_public_key:
+            try:
+                self._keys["RS256"] = jwt.algorithms.RSAAlgorithm(
+                    jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(rs256_public_key)
+            except Exception as exc:
+                raise ConfigError(f"bridge: the RS256 public key is not a valid PEM key: {exc}") from None
+        self.issuer = issuer or None
+        self.audience = audience or None
+        self.leeway = leeway
+        self.roles_claim = roles_claim
+        required = ["exp", "sub"]
+        if self.issuer:
+            required.append("iss")
+        if self.audience:
+            required.append("aud")
+        self._options = {"require": required, "verify_aud": bool(self.audience)}
+
+    def verify(self, token: str) -> Identity:
+        """The identity a token proves; ApiError 401 for any token that does not verify."""
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+            if key is None:
+                raise jwt.InvalidAlgorithmError(f"algorithm {algorithm!r} is not accepted")
+            claims = jwt.decode(token, key, algorithms=[algorithm], audience=self.audience,
+                                issuer=self.issuer, leeway=self.leeway, options=self._options)
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the token has expired", "invalid_token") from None
+        except jwt.PyJWTError as exc:
+            raise _unauthorized(f"invalid token: {exc}", "invalid_token") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise _unauthorized("invalid token: sub must be a non-empty string", "invalid_token")
+        return Identity(subject, _roles(claims.get(self.roles_claim)), "jwt")
+
+
+def _roles(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(item for item in value if isinstance(item, str))
+    return frozenset()
+
+
+class Authenticator:
+    """Checks a request's credentials; built once at start from the settings."""
+
+    def __init__(self, api_keys: ApiKeyStore | None = None, jwt_verifier: JwtVerifier | None = None,
+                 *, allow_anonymous: bool = False) -> None:
+        self.api_keys = api_keys
+        self.jwt = jwt_verifier
+        self.allow_anonymous = allow_anonymous
+        if api_keys is None and jwt_verifier is None and not allow_anonymous:
+            _log.warning("no API keys and no JWT key configured: every non-public route answers 401")
+
+    @classmethod
+    def from_settings(cls, settings: BridgeSettings) -> Authenticator:
+        keys = ApiKeyStore.load(settings.api_keys_file) if settings.api_keys_file else None
+        verifier = None
+        public_key = ""
+        if settings.jwt_rs256_public_key_file:
+            try:
+                public_key = Path(settings.jwt_rs256_public_key_file).read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"bridge: cannot read the RS256 public key: {exc}") from None
+        if settings.jwt_hs256_secret or public_key:
+            verifier = JwtVerifier(hs256_secret=settings.jwt_hs256_secret, rs256_public_key=public_key,
+                                   issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                                   leeway=settings.jwt_leeway, roles_claim=settings.jwt_roles_claim)
+        return cls(keys, verifier, allow_anonymous=settings.allow_anonymous)
+
+    def identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
+        """The caller's identity, None if no credentials were sent; ApiError 401 if they are bad."""
+        try:
+            return self._identify(headers)
+        except ApiError:
+            raise
+        except Exception:  # a bug or a broken key: refuse, never let the request through
+            _log.exception("authentication failed unexpectedly; refusing the request")
+            raise _unauthorized("credentials could not be verified", "invalid_token") from None
+
+    def _identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
+        api_key = headers.getall(API_KEY_HEADER, [])
+        authorization = headers.getall("Authorization", [])
+        if len(api_key) + len(authorization) > 1:
+            raise _unauthorized("send one credential: X-API-Key or Authorization", "invalid_request")
+        if api_key:
+            if self.api_keys is None:
+                raise _unauthorized("API keys are not accepted here", "invalid_token")
+            identity = self.api_keys.lookup(api_key[0].strip())
+            if identity is None:
+                raise _unauthorized("unknown API key", "invalid_token")
+            return identity
+        if authorization:
+            scheme, _, token = authorization[0].strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _unauthorized("use Authorization: Bearer <token>", "invalid_request")
+            if self.jwt is None:
+                raise _unauthorized("bearer tokens are not accepted here", "invalid_token")
+            return self.jwt.verify(token.strip())
+        return None
+
+    def authorize(self, identity: Identity | None, *, public: bool, roles: tuple[str, ...]) -> Identity:
+        """The identity the call runs as; ApiError 401 (no credentials) or 403 (no role)."""
+        if public:  # public routes ignore roles; a valid identity still travels on
+            return identity or ANONYMOUS
+        if identity is None:
+            if self.allow_anonymous and not roles:
+                return ANONYMOUS
+            raise _unauthorized("authentication required", None)
+        if roles and not identity.roles.intersection(roles):
+            raise ApiError(403, "forbidden", f"needs one of the roles: {', '.join(roles)}")
+        return identity
+
+
+def _unauthorized(message: str, error: str | None) -> ApiError:
+    challenge = _CHALLENGE if error is None else f'Bearer realm="amqprpc", error="{error}"'
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})

@@ -1,0 +1,200 @@
+"""One request through the gateway, in order::
+
+    headers checked (431/400) -> route matched (404/405) -> credentials (401) -> roles (403)
+    -> rate limit (429) -> service live? broker up? (503, at once) -> body read (413/408/415)
+    -> arguments bound and validated (400) -> Idempotency-Key (replay/409/422)
+    -> in-flight cap (503) -> RPC call with the route's deadline (504) -> JSON answer
+
+Identity reaches the service only as the context the bridge sets itself (``user_id``,
+``roles``, ``idempotency_key``, ``call_id_stack``); no client header is passed on. A call
+is never retried by the bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from amqprpc import AsyncRpcClient, ServiceRegistry
+
+from .auth import Authenticator, Identity
+from .errors import ApiError, ErrorContext, error_body, map_error
+from .idempotency import IdempotencyCache, StoredResponse
+from .limits import InflightGate, RateLimiter, read_json_body
+from .metrics import BridgeMetrics
+from .params import bind_arguments
+from .routing import Route, RouteTable
+from .settings import BridgeSettings
+
+_log = logging.getLogger("http_bridge")
+
+JSON_TYPE = "application/json"
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+class Gateway:
+    """The request pipeline; owns the limiters, caches and metrics of one process."""
+
+    def __init__(self, settings: BridgeSettings, authenticator: Authenticator) -> None:
+        self.settings = settings
+        self.auth = authenticator
+        self.rpc: AsyncRpcClient | None = None
+        self.registry: ServiceRegistry | None = None
+        self.rate = RateLimiter(settings.rate_limit, settings.rate_burst, settings.rate_limit_max_keys)
+        self.inflight = InflightGate(settings.max_inflight)
+        self.idempotency = IdempotencyCache(settings.idempotency_ttl, settings.idempotency_max_entries)
+        self.metrics = BridgeMetrics(lambda: self.inflight.count)
+        self._table = RouteTable()
+
+    # ------------------------------------------------------------ routes
+
+    def table(self) -> RouteTable:
+        """The route table for the registry's current generation (rebuilt when it changed)."""
+        registry = self.registry
+        if registry is None:
+            return self._table
+        generation = registry.generation
+        if generation != self._table.generation:
+            self._table = RouteTable.build(registry.services(), generation=generation,
+                                           allowed=self.settings.services,
+                                           deadline_for=self.settings.deadline_for)
+            _log.info("route table: %d routes (registry generation %d)", len(self._table.routes), generation)
+        return self._table
+
+    # ------------------------------------------------------------ the pipeline
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        label = "unmatched"
+        try:
+            self._check_headers(request)
+            route, path_params = self.table().match(request.method, request.rel_url.raw_path)
+            label = route.label
+            response = await self._call(request, request_id, route, path_params)
+        except ApiError as error:
+            response = self._error_response(error, request_id)
+        except Exception as exc:  # a bug in the bridge: the client gets an id, the log gets the rest
+            _log.exception("request %s failed inside the bridge", request_id)
+            response = self._error_response(map_error(exc), request_id)
+        response.headers["X-Request-Id"] = request_id
+        response.headers.update(_SECURITY_HEADERS)
+        if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            response.force_close()  # the header-deadline guard cannot follow a chunked body
+        self.metrics.observe(label, response.status, time.perf_counter() - started)
+        return response
+
+    async def _call(self, request: web.Request, request_id: str, route: Route,
+                    path_params: dict[str, str]) -> web.Response:
+        identity = self.auth.authorize(self.auth.identify(request.headers), public=route.public,
+                                       roles=route.roles)
+        self.rate.check(identity.principal or f"ip:{self.client_address(request)}")
+        self._check_available(route)
+        body = await read_json_body(request, self.settings.max_body_size, self.settings.body_timeout)
+        kwargs = bind_arguments(route.method, path_params, list(request.rel_url.query.items()), body)
+
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return await self._invoke(route, kwargs, identity, request_id, None)
+        fingerprint = IdempotencyCache.fingerprint(
+            request.method, str(request.rel_url), json.dumps(body, sort_keys=True).encode())
+        stored = self.idempotency.begin(identity.principal, key, fingerprint)
+        if stored is not None:
+            response = web.Response(status=stored.status, body=stored.body, content_type=stored.content_type)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            try:
+                response = await self._invoke(route, kwargs, identity, request_id, key)
+            except ApiError as error:
+                response = self._error_response(error, request_id)
+        except BaseException:
+            self.idempotency.abandon(identity.principal, key)
+            raise
+        assert isinstance(response.body, bytes)
+        self.idempotency.finish(identity.principal, key,
+                                StoredResponse(response.status, response.body, JSON_TYPE))
+        return response
+
+    async def _invoke(self, route: Route, kwargs: dict[str, Any], identity: Identity, request_id: str,
+                      idempotency_key: str | None) -> web.Response:
+        assert self.rpc is not None
+        context = identity.context()
+        context["call_id_stack"] = [f"http_bridge.request.{request_id}"]
+        if idempotency_key is not None:
+            context["idempotency_key"] = idempotency_key
+        self.inflight.enter()
+        try:
+            result = await self.rpc.call(route.service, route.method.name, _timeout=route.deadline,
+                                         _context=context, **kwargs)
+        except Exception as exc:
+            error = map_error(exc, ErrorContext(route.errors, self.settings.error_statuses,
+                                                route.method.expected, self.settings.expected_error_status))
+            if error.status >= 500:
+                _log.warning("request %s: %s.%s failed: %s: %s", request_id, route.service,
+                             route.method.name, type(exc).__name__, exc)
+            raise error from None
+        finally:
+            self.inflight.leave()
+        return web.Response(body=_dumps(result), content_type=JSON_TYPE)
+
+    # ------------------------------------------------------------ checks
+
+    def _check_headers(self, request: web.Request) -> None:
+        total = 0
+        for name, value in request.raw_headers:
+            total += len(name) + len(value) + 4
+            if b"_" in name:
+                raise ApiError(400, "invalid_header",
+                               f"header names with underscores are refused: {name.decode('latin-1')!r}")
+        if total > self.settings.max_headers_total:
+            raise ApiError(431, "headers_too_large",
+                           f"the headers are {total} bytes; the limit is {self.settings.max_headers_total}",
+                           headers={"Connection": "close"})
+
+    def _check_available(self, route: Route) -> None:
+        """503 at once when the call cannot succeed: no live instance, no broker, alarm."""
+        assert self.rpc is not None and self.registry is not None
+        if not self.registry.is_live(route.service):
+            raise ApiError(503, "service_unavailable", f"no running instance of {route.service}",
+                           headers={"Retry-After": "1"})
+        if not self.rpc.is_connected:
+            raise ApiError(503, "broker_unavailable", "the message broker is not reachable",
+                           headers={"Retry-After": "1"})
+        if self.rpc.blocked_reason:
+            raise ApiError(503, "broker_blocked", "the message broker refuses messages for now",
+                           headers={"Retry-After": "5"})
+
+    def client_address(self, request: web.Request) -> str:
+        """The client's address; X-Forwarded-For counts only when a trusted proxy sent it."""
+        remote = request.remote or "unknown"
+        trusted = self.settings.trusted_proxies
+        if remote not in trusted:
+            return remote
+        hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", [])
+                for hop in value.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in trusted:
+                return hop
+        return remote
+
+    # ------------------------------------------------------------ answers
+
+    def _error_response(self, error: ApiError, request_id: str) -> web.Response:
+        response = web.Response(status=error.status, body=_dumps(error_body(error, request_id)),
+                                content_type=JSON_TYPE)
+        for name, value in error.headers.items():
+            if name == "Connection":
+                response.force_close()
+            else:
+                response.headers[name] = value
+        return response
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")

@@ -1,0 +1,148 @@
+"""The bridge's settings: a frozen value built from amqprpc's Config (or given directly).
+
+They come from the ``[bridge]`` table of the config file, and from ``AMQPRPC_BRIDGE_*``
+environment variables (``AMQPRPC_BRIDGE_PORT=8080``), flags winning over both::
+
+    [bridge]
+    port = 8000
+    api_keys_file = "/etc/amqprpc/api-keys.toml"
+    jwt_issuer = "https://auth.example.com/"
+    jwt_audience = "orders-api"
+    jwt_rs256_public_key_file = "/etc/amqprpc/jwt.pem"
+    default_deadline = 10.0
+    [bridge.deadlines]
+    "reports.build" = 30.0
+    [bridge.error_statuses]
+    NotFound = 404
+
+Every limit has a safe default; docs/bridge.md lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from amqprpc import Config, ConfigError
+
+_ENV_PREFIX = "BRIDGE_"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """What the gateway enforces. Times in seconds, sizes in bytes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+    # auth
+    api_keys_file: str = ""
+    jwt_hs256_secret: str = ""
+    jwt_rs256_public_key_file: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_leeway: float = 30.0
+    jwt_roles_claim: str = "roles"
+    allow_anonymous: bool = False  # True: non-public routes without roles need no credentials
+
+    # limits
+    max_body_size: int = 1024 * 1024
+    max_header_size: int = 8190  # one header line
+    max_headers_total: int = 32 * 1024  # all headers of a request (431 past it)
+    header_timeout: float = 10.0  # first byte of a request -> end of its headers
+    body_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    rate_limit: float = 50.0  # requests per second per principal (or client IP); 0: off
+    rate_burst: int = 100
+    rate_limit_max_keys: int = 10_000
+    max_inflight: int = 1000  # RPC calls in flight in this process; 503 past it
+
+    # calls
+    default_deadline: float = 10.0
+    deadlines: Mapping[str, float] = field(default_factory=dict)  # "service.method" -> seconds
+    services: tuple[str, ...] = ()  # allow-list of services exposed; empty: every service
+    error_statuses: Mapping[str, int] = field(default_factory=dict)  # remote exc_type -> status
+    expected_error_status: int = 422  # an exception the method declares as expected, unmapped
+    idempotency_ttl: float = 600.0
+    idempotency_max_entries: int = 10_000
+
+    # network
+    trusted_proxies: tuple[str, ...] = ()  # X-Forwarded-For is honoured only from these
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_size", "max_header_size", "max_headers_total", "max_inflight",
+                     "rate_burst", "rate_limit_max_keys", "idempotency_max_entries", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bridge.{name} must be at least 1, got {getattr(self, name)!r}")
+        for name in ("header_timeout", "body_timeout", "default_deadline", "keepalive_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"bridge.{name} must be positive, got {getattr(self, name)!r}")
+        if self.rate_limit < 0:
+            raise ConfigError(f"bridge.rate_limit must not be negative, got {self.rate_limit!r}")
+        for key, seconds in self.deadlines.items():
+            if not isinstance(seconds, int | float) or seconds <= 0:
+                raise ConfigError(f"bridge.deadlines[{key!r}] must be a positive number of seconds")
+        for key, status in self.error_statuses.items():
+            if not isinstance(status, int) or not 400 <= status <= 599:
+                raise ConfigError(f"bridge.error_statuses[{key!r}] must be an HTTP status 400..599")
+        if not 400 <= self.expected_error_status <= 499:
+            raise ConfigError("bridge.expected_error_status must be a 4xx status")
+
+    def deadline_for(self, service: str, method: str) -> float:
+        return float(self.deadlines.get(f"{service}.{method}", self.default_deadline))
+
+    def replace(self, **changes: Any) -> BridgeSettings:
+        """A copy with some settings changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_config(cls, config: Config | None, **overrides: Any) -> BridgeSettings:
+        """Settings from ``config.extra``: the ``[bridge]`` table, then ``BRIDGE_*`` keys."""
+        values: dict[str, Any] = {}
+        extra = config.extra if config is not None else {}
+        table = extra.get("bridge") or extra.get("BRIDGE") or {}
+        if not isinstance(table, Mapping):
+            raise ConfigError("the [bridge] section of the config must be a table")
+        known = {f.name: f for f in fields(cls)}
+        for key, value in table.items():
+            if key.lower() not in known:
+                raise ConfigError(f"unknown bridge setting {key!r} (known: {', '.join(sorted(known))})")
+            values[key.lower()] = _convert(known[key.lower()], value, f"[bridge] {key}")
+        for key, value in extra.items():
+            if isinstance(key, str) and key.upper().startswith(_ENV_PREFIX):
+                name = key[len(_ENV_PREFIX):].lower()
+                if name in known:
+                    values[name] = _convert(known[name], value, key)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _convert(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
+    """A setting from TOML (typed) or the environment (text) as its declared type."""
+    kind = str(f.type)
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str":
+            return str(value)
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if kind.startswith("Mapping"):
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table")
+            return dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: expected {kind}, got {value!r}") from None
+    return value
