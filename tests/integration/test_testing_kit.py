@@ -6,9 +6,20 @@ import asyncio
 import threading
 from typing import Any
 
+import amqp
 import pytest
 
-from amqprpc import CallContext, ClusterRpcClient, MethodNotFound, RemoteError, RpcProxy, rpc
+from amqprpc import (
+    CallContext,
+    ClusterRpcClient,
+    EventPublisher,
+    MethodNotFound,
+    RemoteError,
+    RpcProxy,
+    event_handler,
+    rpc,
+    timer,
+)
 from amqprpc.exceptions import BrokerUnreachable
 from amqprpc.testing import (
     EntrypointTimeout,
@@ -19,7 +30,7 @@ from amqprpc.testing import (
     restrict_entrypoints,
     with_name,
 )
-from amqprpc.testing.broker import TemporaryVhost, check_broker
+from amqprpc.testing.broker import TemporaryVhost, broker_admin, check_broker, queues_declared_by
 from services.greeter import GreeterService
 
 pytestmark = pytest.mark.integration
@@ -165,3 +176,57 @@ def test_temporary_vhost_is_deleted_with_everything_in_it(amqp_uri):
             assert client.is_connected
     with pytest.raises(BrokerUnreachable):
         check_broker(uri)
+
+
+def ledger_service(name: str, source: str) -> type:
+    class Ledger:
+        @event_handler(source, "sold", max_attempts=1)
+        def on_sold(self, payload: dict[str, Any]) -> int:
+            if payload.get("bad"):
+                raise ValueError("bad sale")
+            return payload["amount"] * 2
+
+        @timer(interval=0.05)
+        def tick(self) -> str:
+            return "ticked"
+
+    Ledger.name = name
+    return Ledger
+
+
+def test_entrypoint_waiter_on_event_handlers_and_timers(container_factory, unique_name, amqp_uri):
+    source = unique_name("src")
+    container = container_factory(ledger_service(unique_name("ledger"), source))
+    with EventPublisher(amqp_uri) as events, entrypoint_waiter(container, "on_sold") as waited:
+        events.dispatch(source, "sold", {"amount": 21}, context={"user_id": "u-3"})
+    assert waited.get() == 42
+    assert waited.worker_ctx is not None and waited.worker_ctx.data["user_id"] == "u-3"
+
+    with EventPublisher(amqp_uri) as events, entrypoint_waiter(container, "on_sold") as waited:
+        events.dispatch(source, "sold", {"bad": True})
+    with pytest.raises(ValueError, match="bad sale"):
+        waited.get()
+
+    with entrypoint_waiter(container, "tick") as ticked:
+        pass  # the timer fires on its own
+    assert ticked.get() == "ticked"
+
+
+@pytest.fixture
+def queues_must_be_gone(amqp_uri):
+    """Set up before container_factory, so its check runs after the factory's clean-up."""
+    names: set[str] = set()
+    yield names
+    assert names
+    for name in names:
+        with broker_admin(amqp_uri) as channel, pytest.raises(amqp.NotFound):
+            channel.queue_declare(name, passive=True)  # a 404 closes the channel: one each
+
+
+def test_container_factory_deletes_the_queues_it_declared(queues_must_be_gone, container_factory,
+                                                          unique_name):
+    container = container_factory(ledger_service(unique_name("ledger"), "src-fixed"))
+    declared = queues_declared_by(container) - {f"rpc-{container.service_name}"}  # no @rpc here
+    assert {name.split("--", 1)[0] for name in declared} == {"evt-src-fixed-sold"}
+    assert any(name.endswith(".dlq") for name in declared)
+    queues_must_be_gone.update(declared)
