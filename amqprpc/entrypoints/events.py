@@ -104,7 +104,10 @@ class EventHandler(Entrypoint):
 
     @property
     def declared_queues(self) -> list[str]:
-        """Every queue this handler may declare: its own, its DLQ and its delay queues."""
+        """Every queue this handler may declare: its own, its DLQ and its delay queues
+        (known once the container has set it up)."""
+        if not self.queue_name:
+            return []
         delays = [delay_queue(self.queue_name, ms) for ms in self.retry.all_delays_ms()]
         return [self.queue_name, self.dead_letter_queue_name, *delays]
 
