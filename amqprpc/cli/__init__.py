@@ -140,5 +140,8 @@ def show_config(broker_url: str | None, config_path: str | None) -> None:
     click.echo(json.dumps(config.as_dict(), indent=2, default=str))
 
 
+from . import bridge as _bridge  # noqa: E402,F401  (registers `amqprpc bridge`)
+from . import dev as _dev  # noqa: E402,F401  (registers `amqprpc dev`)
 from . import events as _events  # noqa: E402,F401  (registers `amqprpc dispatch` and `dlq`)
 from . import run as _run  # noqa: E402,F401  (registers `amqprpc run`)
+from . import services as _services  # noqa: E402,F401  (registers `amqprpc services`)

@@ -1,0 +1,290 @@
+"""``amqprpc dev``: the whole system on one machine, for local development and the demo.
+
+Each service runs in its own ``amqprpc run`` process (``--workers N`` each), the HTTP
+bridge in another (``--bridge``); their log lines come out prefixed with the process's
+name, in its colour. Ctrl-C (or SIGTERM) stops them all gracefully, then the servers
+``dev`` started.
+
+What is not configured is provided, so the demo runs on a fresh machine:
+
+* broker: the configured one if it answers; else, when ``rabbitmq-server`` is installed,
+  a private node (state in ``--state-dir``, the project's ``rabbitmq.conf``); else one
+  line that says how to install it;
+* SQL: ``sqlite:///<state-dir>/<service>.db`` for each service with a ``Database`` and no
+  ``<SERVICE>_DATABASE_URL``/``DATABASE_URL``;
+* MongoDB: a SecantusDB server (data in ``--state-dir``) when a service has a ``Mongo``
+  and no ``MONGO_URL`` is set (``pip install 'amqprpc[demo]'``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from ..config import Config
+from ..devservers import (
+    RABBITMQ_INSTALL,
+    DevServerError,
+    RabbitServer,
+    SecantusServer,
+    amqp_answers,
+    port_open,
+    rabbitmq_installed,
+)
+from ..transport import BrokerAddress
+from . import EXIT_BROKER, EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
+
+COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
+           "bright_green", "bright_yellow", "bright_blue"]
+
+
+@dataclass
+class Child:
+    """One process ``dev`` runs, and the thread that relays its output."""
+
+    name: str
+    command: list[str]
+    colour: str
+    process: subprocess.Popen[bytes] | None = None
+    relay: threading.Thread | None = None
+
+
+@dataclass
+class DevEnvironment:
+    """What ``dev`` provided: environment for the children, servers to stop at the end."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    servers: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
+@click.option("--bridge", is_flag=True, help="Also run the HTTP bridge (anonymous access: dev only).")
+@click.option("--bridge-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes per service.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".amqprpc-dev"), show_default=True,
+              help="Where SQLite files, SecantusDB data and a private broker node live.")
+@broker_option
+@config_option
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, state_dir: Path,
+        broker_url: str | None, config_path: str | None, log_level: str) -> None:
+    """Run services (each in its own processes) and optionally the bridge, until Ctrl-C."""
+    from ..runner import find_services
+
+    config = _build_config(config_path, broker_url=broker_url)
+    classes = _friendly(lambda: find_services(targets))
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    environment = DevEnvironment(env=dict(os.environ))
+    try:
+        _provide_broker(config, state_dir, environment)
+        _provide_databases(config, classes, state_dir, environment)
+    except DevServerError as exc:
+        environment.stop()
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    except BaseException:
+        environment.stop()
+        raise
+    common = ["--log-level", log_level.upper()] + (["--config", config_path] if config_path else [])
+    children = [
+        Child(cls.name, [sys.executable, "-m", "amqprpc", "run", f"{cls.__module__}:{cls.__name__}",
+                         "--workers", str(workers), *common], "")
+        for cls in classes
+    ]
+    if bridge:
+        environment.env.setdefault("AMQPRPC_BRIDGE_ALLOW_ANONYMOUS", "true")
+        children.append(Child("bridge", [sys.executable, "-m", "amqprpc", "bridge",
+                                         "--port", str(bridge_port), *common], ""))
+    for index, child in enumerate(children):
+        child.colour = COLOURS[index % len(COLOURS)]
+    code = Supervisor(children, environment, bridge_port if bridge else None).run()
+    sys.exit(code)
+
+
+def _provide_broker(config: Config, state_dir: Path, environment: DevEnvironment) -> None:
+    address = BrokerAddress.from_url(config.broker_url)
+    if amqp_answers(address.host, address.port):
+        environment.notes.append(f"broker: {address.host}:{address.port} (configured)")
+        environment.env["AMQPRPC_BROKER_URL"] = config.broker_url
+        return
+    if not rabbitmq_installed():
+        raise CliError(f"no RabbitMQ answers at {address.host}:{address.port}, and none is installed; "
+                       f"install it with: {RABBITMQ_INSTALL}", EXIT_BROKER)
+    conf = Path("rabbitmq.conf")
+    node = RabbitServer(state_dir / "rabbitmq", conf=conf if conf.exists() else None)
+    _echo("dev", f"no RabbitMQ at {address.host}:{address.port}: starting a private node "
+                 f"on 127.0.0.1:{node.port} ...")
+    node.start(timeout=120)
+    environment.servers.append(node)
+    environment.env["AMQPRPC_BROKER_URL"] = node.url
+    environment.notes.append(f"broker: private node on 127.0.0.1:{node.port} (log: {node.log_path.parent})")
+
+
+def _provide_databases(config: Config, classes: list[type], state_dir: Path,
+                       environment: DevEnvironment) -> None:
+    env_config = Config.load(env=environment.env)  # what the children will see
+    needs_mongo = False
+    for cls in classes:
+        kinds = {type(value).__name__ for _, value in inspect.getmembers(cls)}
+        service = cls.name  # type: ignore[attr-defined]
+        configured = (config.service_setting(service, "DATABASE_URL")
+                      or env_config.service_setting(service, "DATABASE_URL"))
+        if "Database" in kinds and configured is None:
+            key = f"AMQPRPC_{service}_DATABASE_URL".replace("-", "_").upper()
+            environment.env[key] = f"sqlite:///{state_dir / (service + '.db')}"
+            environment.notes.append(f"{service}: SQLite {state_dir / (service + '.db')}")
+        if "Mongo" in kinds and not (config.service_setting(service, "MONGO_URL")
+                                     or env_config.service_setting(service, "MONGO_URL")):
+            needs_mongo = True
+    if needs_mongo:
+        server = SecantusServer(storage=state_dir / "mongo", log_path=state_dir / "secantus.log")
+        _echo("dev", f"no MONGO_URL: starting SecantusDB on 127.0.0.1:{server.port} ...")
+        server.start()
+        environment.servers.append(server)
+        environment.env["AMQPRPC_MONGO_URL"] = server.url
+        environment.notes.append(f"MongoDB: SecantusDB {server.url} (data: {state_dir / 'mongo'})")
+
+
+class Supervisor:
+    """Starts the children, relays their output, and stops them all on a signal or a death."""
+
+    def __init__(self, children: list[Child], environment: DevEnvironment, bridge_port: int | None):
+        self.children = children
+        self.environment = environment
+        self.bridge_port = bridge_port
+        self.width = max(len(child.name) for child in [*children, Child("dev", [], "")])
+        self._output = threading.Lock()
+        self._wake = threading.Event()
+        self._signalled = 0
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for note in self.environment.notes:
+                self.echo("dev", note)
+            for child in self.children:
+                self._start(child)
+            self._announce()
+            failed = self._wait()
+        finally:
+            self._stop_children()
+            self.environment.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.echo("dev", "stopped" if failed is None else f"stopped: {failed}")
+        return 0 if failed is None else 1
+
+    def _start(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            child.command, env=self.environment.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # the terminal's Ctrl-C is ours; we stop them in order
+        )
+        child.relay = threading.Thread(target=self._relay, args=(child, child.process.stdout),
+                                       name=f"amqprpc-dev-{child.name}", daemon=True)
+        child.relay.start()
+
+    def _relay(self, child: Child, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        for raw in iter(stream.readline, b""):
+            self.echo(child.name, raw.decode(errors="replace").rstrip(), child.colour)
+        stream.close()
+        self._wake.set()  # the child closed its output: it is exiting
+
+    def _announce(self) -> None:
+        if self.bridge_port is None:
+            return
+        deadline = time.monotonic() + 30
+        while not port_open(self.bridge_port) and time.monotonic() < deadline:
+            if self._wake.wait(0.2):
+                return
+        base = f"http://127.0.0.1:{self.bridge_port}"
+        self.echo("dev", f"bridge: {base}  (API docs: {base}/docs)")
+        self.echo("dev", f"try:  curl -s -X POST {base}/users -H 'content-type: application/json' "
+                         "-d '{\"name\": \"Ada\", \"email\": \"ada@example.com\"}'")
+        self.echo("dev", "Ctrl-C stops everything")
+
+    def _wait(self) -> str | None:
+        """Until a signal (None: a requested stop) or a child's death (what happened)."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._signalled:
+                return None
+            for child in self.children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None and child.relay is not None and not child.relay.is_alive():
+                    code = child.process.wait()
+                if code is not None:
+                    return f"{child.name} exited with code {code}"
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signalled += 1
+        if self._signalled > 1:  # a second Ctrl-C: no more patience
+            for child in self.children:
+                if child.process is not None and child.process.poll() is None:
+                    _kill_group(child.process.pid, signal.SIGKILL)
+        self._wake.set()
+
+    def _stop_children(self) -> None:
+        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        if running:
+            self.echo("dev", f"stopping {', '.join(c.name for c in running)} ...")
+        for child in running:
+            assert child.process is not None
+            # The process itself, not its group: `amqprpc run --workers N` stops its own
+            # workers, and a second signal would tell them to stop at once.
+            child.process.send_signal(signal.SIGTERM)
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(40)
+            except subprocess.TimeoutExpired:
+                self.echo("dev", f"{child.name} did not stop in 40 s: killing it")
+                _kill_group(child.process.pid, signal.SIGKILL)
+                child.process.wait(5)
+            if child.relay is not None:
+                child.relay.join(5)
+
+    def echo(self, name: str, line: str, colour: str = "white") -> None:
+        prefix = click.style(f"{name:>{self.width}} |", fg=colour, bold=name == "dev")
+        with self._output:
+            click.echo(f"{prefix} {line}", color=_colour_wanted())
+
+
+def _echo(name: str, line: str) -> None:
+    click.echo(f"{click.style(name + ' |', bold=True)} {line}", color=_colour_wanted())
+
+
+def _colour_wanted() -> bool | None:
+    if os.environ.get("NO_COLOR"):
+        return False
+    return True if os.environ.get("FORCE_COLOR") else None  # None: only on a terminal
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
