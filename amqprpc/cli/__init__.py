@@ -142,6 +142,8 @@ def show_config(broker_url: str | None, config_path: str | None) -> None:
 
 from . import bridge as _bridge  # noqa: E402,F401  (registers `amqprpc bridge`)
 from . import dev as _dev  # noqa: E402,F401  (registers `amqprpc dev`)
+from . import bridge as _bridge  # noqa: E402,F401  (registers `amqprpc bridge`)
 from . import events as _events  # noqa: E402,F401  (registers `amqprpc dispatch` and `dlq`)
 from . import run as _run  # noqa: E402,F401  (registers `amqprpc run`)
+from . import services as _services  # noqa: E402,F401  (registers `amqprpc services`)
 from . import services as _services  # noqa: E402,F401  (registers `amqprpc services`)

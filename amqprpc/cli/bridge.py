@@ -1,0 +1,34 @@
+"""``amqprpc bridge``: run the HTTP gateway (http_bridge), imported only when the command runs."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from . import EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
+
+
+@main.command()
+@broker_option
+@config_option
+@click.option("--host", help="Address to listen on (default 127.0.0.1, or [bridge] host).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default 8000, or [bridge] port).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Processes sharing the port through SO_REUSEPORT (default 1).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def bridge(broker_url: str | None, config_path: str | None, host: str | None, port: int | None,
+           workers: int | None, log_level: str) -> None:
+    """Serve the services' HTTP routes (see docs/bridge.md) until SIGTERM/SIGINT."""
+    try:
+        from http_bridge import BridgeSettings
+        from http_bridge.server import serve
+    except ImportError as exc:
+        raise CliError(f"the bridge needs the `bridge` extra: pip install 'amqprpc[bridge]' ({exc})",
+                       EXIT_CONFIG) from None
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    config = _build_config(config_path, broker_url=broker_url)
+    settings = _friendly(lambda: BridgeSettings.from_config(config, host=host, port=port, workers=workers))
+    _friendly(lambda: serve(config, settings))
