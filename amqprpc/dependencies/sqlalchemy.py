@@ -239,11 +239,22 @@ class Database(DependencyProvider):
     def _prepare_schema(self, connection: sa.Connection) -> None:
         """Prove the database answers; create tables if asked; note whether once() can work."""
         connection.execute(sa.text("SELECT 1"))
-        if self.create_tables:
-            if self.metadata is not None:
-                self.metadata.create_all(connection)
-            processed_requests.create(connection, checkfirst=True)
         connection.commit()
+        if not self.create_tables:
+            return
+        for attempt in (1, 2):
+            try:
+                if self.metadata is not None:
+                    self.metadata.create_all(connection)
+                processed_requests.create(connection, checkfirst=True)
+                connection.commit()
+                return
+            except sa_exc.DBAPIError:
+                # Several worker processes starting at once: another one created a table
+                # between our check and our CREATE. The second pass finds it.
+                connection.rollback()
+                if attempt == 2:
+                    raise
 
     def stop(self) -> None:
         """Close every pooled connection (in-flight calls have finished by now)."""
