@@ -209,7 +209,7 @@ def test_call_errors_map_to_statuses(setup, error, status, code):
     async def fail(service, method, kwargs, context):
         raise error
 
-    app, fake = setup(FakeRpc(fail))
+    app, _fake = setup(FakeRpc(fail))
 
     async def scenario(client):
         response = await client.post("/users", json={"name": "x"}, headers=ADMIN)
@@ -268,7 +268,7 @@ def test_body_limit_413_and_header_limits(setup):
 
 
 def test_rate_limit_429_per_principal(setup):
-    app, fake = setup(rate_limit=1.0, rate_burst=3)
+    app, _fake = setup(rate_limit=1.0, rate_burst=3)
 
     async def scenario(client):
         statuses = [(await client.get("/users/1", headers=READER)).status for _ in range(5)]
@@ -310,7 +310,7 @@ def test_idempotency_key_replays_and_guards(setup):
         assert context["idempotency_key"] == "k-1"
         return {"id": counter["n"]}
 
-    app, fake = setup(FakeRpc(create))
+    app, _fake = setup(FakeRpc(create))
 
     async def scenario(client):
         headers = {**ADMIN, "Idempotency-Key": "k-1"}
@@ -326,7 +326,7 @@ def test_idempotency_key_replays_and_guards(setup):
 
 
 def test_ops_endpoints_and_openapi(setup):
-    app, fake = setup()
+    app, _fake = setup()
 
     async def scenario(client):
         assert (await client.get("/healthz")).status == 200
