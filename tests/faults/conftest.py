@@ -1,7 +1,8 @@
 """Fixtures for fault tests: a private RabbitMQ node and a fault proxy in front of it.
 
 * ``rabbit_node`` (session): one started :class:`RabbitNode`, booted once per session
-  because a boot costs ~10 s of CPU; stopped and deleted at the end. Tests may kill, freeze
+  because a boot costs ~10 s of CPU; stopped and deleted at the end (and the leftovers of
+  earlier, hard-killed sessions are reaped first). Tests may kill, freeze
   or stop it: after every test that used it, it is thawed and, if it no longer runs,
   started again, so one test's fault never leaks into the next.
 * ``rabbit_node_factory`` (function): ``make(**kwargs)`` starts an extra node with its own
@@ -19,11 +20,12 @@ from typing import Any
 import pytest
 
 from .proxy import FaultProxy
-from .rabbit_node import RabbitNode
+from .rabbit_node import RabbitNode, reap_orphans
 
 
 @pytest.fixture(scope="session")
 def rabbit_node() -> Iterator[RabbitNode]:
+    reap_orphans()  # nodes and directories of earlier sessions that were killed hard
     node = RabbitNode()
     try:
         node.start()

@@ -41,7 +41,6 @@ Direction = Literal["both", "upstream", "downstream"]
 """``upstream`` is client -> server, ``downstream`` is server -> client."""
 
 _CHUNK = 65536
-_EOF = None  # queue sentinel: the reading side closed
 _LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 
 
@@ -78,7 +77,7 @@ class FaultProxy:
     called from the test thread; they are safe to call while traffic flows.
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int, *, connect_timeout: float = 5.0):
+    def __init__(self, upstream_host: str, upstream_port: int, *, connect_timeout: float = 5.0) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.connect_timeout = connect_timeout
@@ -103,6 +102,7 @@ class FaultProxy:
             raise RuntimeError("FaultProxy already started")
         loop = asyncio.new_event_loop()
         self._loop = loop
+        # daemon: a test that forgets stop() must not hang the interpreter at exit.
         self._thread = threading.Thread(
             target=loop.run_forever, name=f"FaultProxy->{self.upstream_port}", daemon=True
         )
@@ -204,8 +204,7 @@ class FaultProxy:
         with self._cond:
             if not self._cond.wait_for(predicate, timeout):
                 raise TimeoutError(
-                    f"proxy :{self.port}: waited {timeout} s for {what}, "
-                    f"have {len(self._links)}"
+                    f"proxy :{self.port}: waited {timeout} s for {what}, have {len(self._links)}"
                 )
 
     # -- loop side ---------------------------------------------------------------------------
@@ -290,7 +289,7 @@ class FaultProxy:
                     data = b""
                 if not data:
                     await self._while_blackholed(direction)
-                    queue.put_nowait(_EOF)
+                    queue.put_nowait(None)  # tells the sender to finish
                     break
                 if direction not in self._blackholed:
                     queue.put_nowait((time.monotonic() + self._latency, data))
@@ -309,10 +308,8 @@ class FaultProxy:
             await self._toxics_changed.wait()
 
     @staticmethod
-    async def _send(
-        queue: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter
-    ) -> None:
-        while (item := await queue.get()) is not _EOF:
+    async def _send(queue: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter) -> None:
+        while (item := await queue.get()) is not None:
             due, data = item
             delay = due - time.monotonic()
             if delay > 0:

@@ -15,18 +15,23 @@ It runs ``/usr/lib/rabbitmq/bin/rabbitmq-server`` directly (the ``/usr/sbin`` wr
 the ``rabbitmq`` user and share its cookie) in its own session, with a parent-death SIGTERM
 (``setpriv --pdeathsig``): if the test process dies without tearing down (SIGKILL,
 ``os._exit``), the wrapper script is terminated and stops the beam gracefully, so no node is
-left behind. Stop, kill, freeze and thaw act on the ``beam.smp`` process itself, found by
-walking the process tree under the wrapper, not by name.
+left behind. A node that was frozen when its owner died cannot act on that SIGTERM, and a
+hard kill never runs :meth:`~RabbitNode.cleanup`; :func:`reap_orphans` (called by the
+``rabbit_node`` fixture) SIGKILLs such leftovers and deletes their directories. Stop, kill,
+freeze and thaw act on the ``beam.smp`` process itself, found by walking the process tree
+under the wrapper, never by name.
 
 Readiness is an AMQP handshake: the node is ready when its listener answers the protocol
 header with ``connection.start``. That is cheaper than polling ``rabbitmq-diagnostics ping``
 (each CLI call boots an Erlang VM: ~1-2 s of CPU on this 2-core machine) and proves what the
 tests need, namely that a client can connect.
 
-Measured on this machine (2 cores, RabbitMQ 3.10.8, ``+S 1:1``, otherwise idle): a cold
-:meth:`~RabbitNode.start` (fresh data dir) takes ~4.5 s, a restart on existing data ~3.5 s, a
-graceful :meth:`~RabbitNode.stop` ~2 s and a :meth:`~RabbitNode.kill` ~0.05 s. Expect several
-times that while other suites load both cores.
+Measured on this machine (2 cores, RabbitMQ 3.10.8 on OTP 25, ``+S 1:1``, load ~1): a cold
+:meth:`~RabbitNode.start` (fresh data dir) takes 6-10 s, almost all of it beam CPU (5-8 s);
+a start on existing data (:meth:`~RabbitNode.restart`, or after :meth:`~RabbitNode.kill`)
+4-9 s; a graceful :meth:`~RabbitNode.stop` 1.1 s; a :meth:`~RabbitNode.kill` 0.02 s. Starts
+took up to 20 s while other suites loaded both cores: keep ``timeout`` generous and boot once
+per session where possible.
 
 Broker timers can be compressed for tests through ``advanced_config``; e.g. a consumer timeout
 that fires after ~4 s (values under a minute are "not supported" in production, which is why
@@ -50,17 +55,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RabbitNode", "RabbitNodeError", "free_port"]
+__all__ = ["RabbitNode", "RabbitNodeError", "free_port", "reap_orphans"]
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 # One scheduler and no busy-waiting: a test broker should not steal CPU from the tests.
 # Distribution listens on loopback only, like the machine's node.
-_ERL_ARGS = (
-    "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none "
-    "-kernel inet_dist_use_interface {127,0,0,1}"
-)
+_ERL_ARGS = "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none -kernel inet_dist_use_interface {127,0,0,1}"
 _AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 _counter = itertools.count(1)
+_DIR_PREFIX = "amqprpc-rabbit-"
 
 
 class RabbitNodeError(RuntimeError):
@@ -92,6 +95,37 @@ def _amqp_handshake_ok(port: int, timeout: float) -> bool:
         return False
     # Method frame (type 1) on channel 0, class 10 (connection) method 10 (start).
     return len(frame) >= 11 and frame[0] == 1 and frame[7:11] == b"\x00\x0a\x00\x0a"
+
+
+def reap_orphans(tmp_dir: Path | None = None) -> list[Path]:
+    """Kill the nodes and delete the directories of test processes that died uncleanly.
+
+    A directory is an orphan when the process that created it (``owner.pid``) is gone. Its
+    beam is killed only if that pid is really our beam: its command line carries the
+    directory's ``home``. Live sessions running in parallel are left alone. Returns the
+    directories removed.
+    """
+    removed = []
+    for base in Path(tmp_dir or tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*"):
+        try:
+            owner = int((base / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now
+        if Path(f"/proc/{owner}").exists():
+            continue
+        try:
+            beam = int((base / "rabbitmq.pid").read_text())
+            cmdline = Path(f"/proc/{beam}/cmdline").read_bytes().split(b"\0")
+            if str(base / "home").encode() in cmdline:
+                os.kill(beam, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+                while Path(f"/proc/{beam}").exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)  # let it die before its files are deleted
+        except (OSError, ValueError):
+            pass  # never booted, or already gone
+        shutil.rmtree(base, ignore_errors=True)
+        removed.append(base)
+    return removed
 
 
 def _children_by_parent() -> dict[int, list[int]]:
@@ -140,7 +174,7 @@ class RabbitNode:
         self.nodename = f"amqprpc-test-{os.getpid()}-{next(_counter)}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
-        self.base_dir = Path(tempfile.mkdtemp(prefix="amqprpc-rabbit-"))
+        self.base_dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         self.home = self.base_dir / "home"
         self.log_dir = self.base_dir / "log"
         # A positive niceness keeps a test broker from competing with the machine's broker,
@@ -181,6 +215,9 @@ class RabbitNode:
 
         Raises :class:`RabbitNodeError` (with the end of the node's log) if the server exits
         or is not ready within ``timeout``; the half-started node is killed.
+
+        Call it from a thread that outlives the node (pytest's main thread does): the
+        parent-death signal fires when the *thread* that started the process exits.
         """
         if self.is_running():
             raise RabbitNodeError(f"{self.nodename} is already running")
@@ -218,9 +255,7 @@ class RabbitNode:
                 if self._beam_pid is not None and _amqp_handshake_ok(self.port, timeout=1.0):
                     return
                 if time.monotonic() > deadline:
-                    raise RabbitNodeError(
-                        f"{self.nodename} not ready after {timeout} s\n{self._log_tail()}"
-                    )
+                    raise RabbitNodeError(f"{self.nodename} not ready after {timeout} s\n{self._log_tail()}")
                 # Polling a booting broker: there is no event to wait on. 0.1 s costs
                 # nothing next to a multi-second boot.
                 time.sleep(0.1)
@@ -313,6 +348,7 @@ class RabbitNode:
     def _write_files(self, rabbitmq_conf: str, advanced_config: str) -> None:
         for path in (self.home, self.log_dir, self.base_dir / "mnesia"):
             path.mkdir()
+        (self.base_dir / "owner.pid").write_text(str(os.getpid()))  # see reap_orphans()
         cookie = self.home / ".erlang.cookie"
         cookie.write_text(os.urandom(16).hex().upper())
         cookie.chmod(0o400)  # Erlang refuses a cookie file others can read
@@ -349,8 +385,9 @@ class RabbitNode:
     def _find_beam(self) -> int | None:
         """Pid of ``beam.smp`` under our wrapper, or None while it is not exec'd yet.
 
-        The wrapper script forks a subshell that execs ``erl`` -> ``erlexec`` ->
-        ``beam.smp``, so the beam is a child (or grandchild, via ``nice``) of our process.
+        Our child is the ``rabbitmq-server`` script (``nice`` and ``setpriv`` exec it); it
+        forks a subshell that execs ``erl`` -> ``erlexec`` -> ``beam.smp``, so the beam is
+        the script's child.
         """
         assert self._proc is not None
         tree = _children_by_parent()
