@@ -19,6 +19,7 @@ from amqprpc import (
     MethodNotFound,
     RemoteError,
     RpcProxy,
+    RpcTimeout,
     ServiceContainer,
     rpc,
 )
@@ -154,6 +155,14 @@ def test_amqprpc_client_calls_nameko(nameko_service: NamekoProcess, names, reply
     with pytest.raises(IncorrectSignature):
         proxy.add(1)
     assert proxy.add(1, 1) == 2
+
+
+def test_direct_reply_to_cannot_reach_nameko_callers(nameko_service, names, amqp_uri):
+    """Nameko publishes every reply to the RPC exchange, where no direct reply-to consumer
+    is bound: the reply is dropped and the call times out (never a wrong answer). Hence
+    ``direct_reply_to=False`` for every call that may land on a Nameko worker."""
+    with ClusterRpcClient(amqp_uri, timeout=1) as client, pytest.raises(RpcTimeout):
+        getattr(client, names.nameko).add(1, 2)
 
 
 def test_rpc_proxy_in_amqprpc_service_calls_nameko(nameko_service, amqprpc_container, names, rpc_client):
