@@ -87,7 +87,9 @@ class EventPublisher:
             connect_timeout=self.config.connect_timeout,
         )
         self.connection.on_connect(self._on_connect)
-        self._declared: set[str] = set()  # I/O thread only
+        # Sources whose exchange this connection declared: written on the I/O thread, read
+        # by dispatchers (a stale "yes" after a reconnect is harmless: the exchange is durable).
+        self._declared: set[str] = set()
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
 
@@ -125,7 +127,10 @@ class EventPublisher:
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._forget)
-        self.connection.call_soon(lambda: self._send(source, message, future))
+        if source in self._declared:  # the common case: a plain publish, batched by the I/O thread
+            self.connection.publish(message, on_confirm=lambda error: settle(future, error))
+        else:
+            self.connection.call_soon(lambda: self._send(source, message, future))
         return future
 
     def flush(self, timeout: float | None = None) -> None:
