@@ -1,0 +1,103 @@
+"""The demo end to end: ``amqprpc dev`` runs users, orders and payments (two worker processes
+each) and the bridge, on its embedded defaults (SQLite files, a SecantusDB it starts); a
+client creates a user over HTTP, places an order and watches it become paid; Ctrl-C stops
+everything cleanly. The broker is the test broker, in a vhost of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amqprpc.devservers import free_port, port_open
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def until(deadline: float, what: str, probe: Any) -> Any:
+    """Call ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def demo(amqp_vhost_uri: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    port = free_port()
+    log = tmp_path / "dev.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPRPC_")}
+    command = [sys.executable, "-m", "amqprpc", "dev", "services.users", "services.orders",
+               "services.payments", "--bridge", "--bridge-port", str(port), "--workers", "2",
+               "--state-dir", str(tmp_path / "state"), "--broker", amqp_vhost_uri]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}", process, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+            print(log.read_text(errors="replace")[-5000:])
+
+
+def test_create_user_place_order_it_becomes_paid(demo: Any) -> None:
+    base, process, log = demo
+    deadline = time.monotonic() + 60
+
+    def create_user() -> Any:
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        status, body = http("POST", f"{base}/users", {"name": "Ada", "email": "ada@example.com"}) \
+            if port_open(int(base.rsplit(":", 1)[1])) else (0, None)
+        return body if status == 200 else None  # 404 until users announced its routes
+
+    user = until(deadline, "the bridge to route POST /users", create_user)
+
+    def place_order() -> Any:
+        status, body = http("POST", f"{base}/orders", {"user_id": user["id"], "amount": 42.5})
+        return body if status == 200 else None  # 404 until orders announced its routes
+
+    order = until(deadline, "POST /orders", place_order)
+    assert order["status"] == "pending" and order["amount"] == 42.5
+
+    def paid() -> Any:
+        status, body = http("GET", f"{base}/orders/{order['id']}")
+        return body if status == 200 and body["status"] != "pending" else None
+
+    assert until(time.monotonic() + 20, "the order to be paid", paid)["status"] == "paid"
+    assert http("GET", f"{base}/orders/{order['id']}/payment")[1]["status"] == "succeeded"
+    assert http("POST", f"{base}/orders", {"user_id": "nobody", "amount": 1})[0] == 422
+
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert process.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+    text = log.read_text(errors="replace")
+    assert "dev | stopped" in text and "Traceback" not in text
+    for name in ("users", "orders", "payments"):
+        assert f"{name} |" in text
+        assert text.count(f"{name} |") >= 2  # every line of every process is prefixed
