@@ -155,7 +155,7 @@ class SecantusServer(_ChildServer):
             import secantus  # noqa: F401  (only to fail early with a clear message)
         except ImportError:
             raise DevServerError(
-                "SecantusDB is not installed: pip install 'secantusdb==0.7.0b3' "
+                "SecantusDB is not installed: pip install 'amqprpc[demo]' "
                 "(or set MONGO_URL to a MongoDB server)"
             ) from None
         storage = ":memory:" if self.storage is None else str(self.storage)
