@@ -118,8 +118,7 @@ class Caller:
         )
         future = RpcFuture(service, method, correlation_id, timeout)
         self._pending[correlation_id] = future
-        self.connection.publish(message)
-        self.connection.call_later(timeout, lambda: self._expire(correlation_id))
+        self.connection.publish(message, expire=(timeout, lambda: self._expire(correlation_id)))
         return future
 
     def pending_count(self) -> int:
