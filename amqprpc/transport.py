@@ -302,17 +302,33 @@ class BrokerConnection:
 
     # ---------------------------------------------------------------- any thread
 
-    def publish(self, message: Outgoing, on_confirm: ConfirmCallback | None = None) -> None:
-        """Queue a publish; ``on_confirm(None)`` on broker confirm, ``on_confirm(error)`` if not."""
+    def publish(
+        self,
+        message: Outgoing,
+        on_confirm: ConfirmCallback | None = None,
+        *,
+        expire: tuple[float, Callable[[], None]] | None = None,
+    ) -> None:
+        """Queue a publish; ``on_confirm(None)`` on broker confirm, ``on_confirm(error)`` if not.
+
+        ``expire=(delay, fn)`` also schedules ``fn`` on the I/O thread ``delay`` seconds
+        from now (a call's deadline) in the same hand-off, sparing a second wake-up.
+        """
         if self.in_io_thread() and self._channel is not None:
             self._publish_now(message, on_confirm)
+            if expire is not None:
+                self._schedule(*expire)
         else:
-            self._outbox.put(("publish", message, on_confirm))
+            self._outbox.put(("publish", message, on_confirm, expire))
             self._wake()
 
     def ack(self, delivery: Delivery) -> None:
-        self._outbox.put(("ack", delivery))
-        self._wake()
+        """Ack once the I/O thread next flushes (batched with others)."""
+        if self.in_io_thread():
+            self._mark_finished(delivery)
+        else:
+            self._outbox.put(("ack", delivery))
+            self._wake()
 
     def reject(self, delivery: Delivery, requeue: bool) -> None:
         self._outbox.put(("reject", delivery, requeue))
@@ -329,7 +345,13 @@ class BrokerConnection:
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn()`` on the I/O thread after ``delay`` seconds (a deadline, a retry)."""
         when = _monotonic() + delay
-        self.call_soon(lambda: heapq.heappush(self._timers, (when, next(self._timer_ids), fn)))
+        self.call_soon(lambda: self._schedule_at(when, fn))
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        self._schedule_at(_monotonic() + delay, fn)
+
+    def _schedule_at(self, when: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (when, next(self._timer_ids), fn))
 
     # ---------------------------------------------------------------- I/O thread only
 
@@ -486,10 +508,10 @@ class BrokerConnection:
             kind = op[0]
             if kind == "publish":
                 self._publish_now(op[1], op[2])
+                if op[3] is not None:
+                    self._schedule(*op[3])
             elif kind == "ack":
-                delivery: Delivery = op[1]
-                if delivery.generation == self.generation and delivery.tag in self._outstanding:
-                    self._outstanding[delivery.tag] = True
+                self._mark_finished(op[1])
             elif kind == "reject":
                 delivery, requeue = op[1], op[2]
                 if delivery.generation == self.generation and delivery.tag in self._outstanding:
@@ -501,6 +523,10 @@ class BrokerConnection:
                     op[1]()
             else:
                 op[1]()
+
+    def _mark_finished(self, delivery: Delivery) -> None:
+        if delivery.generation == self.generation and delivery.tag in self._outstanding:
+            self._outstanding[delivery.tag] = True
 
     def _flush_acks(self) -> None:
         """One multiple-ack for the finished prefix; single acks for finished stragglers."""
@@ -527,7 +553,7 @@ class BrokerConnection:
     def _publish_now(self, message: Outgoing, on_confirm: ConfirmCallback | None) -> None:
         channel = self._channel
         if channel is None:  # not connected: keep it for after the reconnect
-            self._outbox.put(("publish", message, on_confirm))
+            self._outbox.put(("publish", message, on_confirm, None))
             return
         msg = amqp.Message(message.body, **message.properties)
         channel.send_method(
