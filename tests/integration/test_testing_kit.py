@@ -11,7 +11,6 @@ import pytest
 
 from amqprpc import (
     CallContext,
-    ClusterRpcClient,
     EventPublisher,
     MethodNotFound,
     RemoteError,
@@ -30,7 +29,7 @@ from amqprpc.testing import (
     restrict_entrypoints,
     with_name,
 )
-from amqprpc.testing.broker import TemporaryVhost, broker_admin, check_broker, queues_declared_by
+from amqprpc.testing.broker import broker_admin, check_broker, queues_declared_by
 from services.greeter import GreeterService
 
 pytestmark = pytest.mark.integration
@@ -156,6 +155,16 @@ def test_runner_factory_and_get_container(runner_factory, unique_name, rpc_clien
     assert rpc_client.call(greeter.name, "hello", "Ann") == "Hello, Ann!"
 
 
+@pytest.fixture
+def vhost_must_be_gone():
+    """Set up before the vhost, so its check runs after the vhost's deletion."""
+    uris: list[str] = []
+    yield uris
+    assert uris
+    with pytest.raises(BrokerUnreachable):
+        check_broker(uris[0])
+
+
 class TestVhostPerTest:
     """Overriding ``broker_uri`` with ``amqp_vhost_uri`` moves every fixture into a fresh vhost."""
 
@@ -163,19 +172,12 @@ class TestVhostPerTest:
     def broker_uri(self, amqp_vhost_uri):
         return amqp_vhost_uri
 
-    def test_fixed_names_are_safe(self, container_factory, rpc_client, amqp_vhost_uri):
+    def test_fixed_names_are_safe_and_the_vhost_goes(self, vhost_must_be_gone, container_factory,
+                                                     rpc_client, amqp_vhost_uri):
         container = container_factory(GreeterService)  # the real name: "greeter"
         assert container.config.broker_url == amqp_vhost_uri
         assert rpc_client.call("greeter", "hello", "vhost") == "Hello, vhost!"
-
-
-def test_temporary_vhost_is_deleted_with_everything_in_it(amqp_uri):
-    with TemporaryVhost(amqp_uri) as uri:
-        check_broker(uri)
-        with ClusterRpcClient(uri, direct_reply_to=False, timeout=5) as client:
-            assert client.is_connected
-    with pytest.raises(BrokerUnreachable):
-        check_broker(uri)
+        vhost_must_be_gone.append(amqp_vhost_uri)
 
 
 def ledger_service(name: str, source: str) -> type:
