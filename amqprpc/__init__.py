@@ -35,12 +35,10 @@ from .publisher import EventPublisher, dispatch_event
 from .runner import ServiceRunner
 from .topology import BROADCAST, SERVICE_POOL, SINGLETON
 
-__all__ = [
-    "BROADCAST",
-    "SERVICE_POOL",
-    "SINGLETON",
+__all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py checks)
     "AmqpRpcError",
     "AsyncRpcClient",
+    "BROADCAST",
     "BrokerError",
     "BrokerUnreachable",
     "CallContext",
@@ -65,6 +63,8 @@ __all__ = [
     "RpcFuture",
     "RpcProxy",
     "RpcTimeout",
+    "SERVICE_POOL",
+    "SINGLETON",
     "ServiceContainer",
     "ServiceRegistry",
     "ServiceRunner",
