@@ -55,7 +55,7 @@ async def read_json_body(request: web.Request, max_size: int, timeout: float) ->
         raise ApiError(408, "request_timeout", f"the body did not arrive within {timeout:g}s",
                        headers={"Connection": "close"}) from None
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(b"".join(chunks), parse_constant=_refuse_constant)
     except RecursionError:
         raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -63,6 +63,10 @@ async def read_json_body(request: web.Request, max_size: int, timeout: float) ->
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object of named arguments")
     return body
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class RateLimiter:

@@ -87,6 +87,7 @@ def token(sub: str = "carol", roles: list[str] | None = None, exp: float | None 
 
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
+JSON_ADMIN = {**ADMIN, "Content-Type": "application/json"}
 READER = {"X-API-Key": READER_KEY}
 
 
@@ -125,9 +126,10 @@ def test_validation_is_400_naming_the_field_and_nothing_is_sent(setup):
             (client.post("/users", json={"tags": ["a"]}, headers=ADMIN), "name"),
             (client.post("/users", json={"name": 5}, headers=ADMIN), "body.name"),
             (client.post("/users", json={"name": "x", "tags": ["a", 3]}, headers=ADMIN), "body.tags[1]"),
-            (client.post("/users", data=b"{nope", headers={**ADMIN, "Content-Type": "application/json"}),
-             None),
+            (client.post("/users", data=b"{nope", headers=JSON_ADMIN), None),
             (client.post("/users", json=[1, 2], headers=ADMIN), None),
+            (client.post("/users", data=b'{"name": NaN}', headers=JSON_ADMIN), None),
+            (client.post("/users", data=b"[" * 100_000, headers=JSON_ADMIN), None),
         ]
         for request, field in cases:
             response = await request
