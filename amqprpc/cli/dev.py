@@ -218,9 +218,11 @@ class Supervisor:
             if self._wake.wait(0.2):
                 return
         base = f"http://127.0.0.1:{self.bridge_port}"
-        self.echo("dev", f"bridge: {base}  (API docs: {base}/docs)")
-        self.echo("dev", f"try:  curl -s -X POST {base}/users -H 'content-type: application/json' "
-                         "-d '{\"name\": \"Ada\", \"email\": \"ada@example.com\"}'")
+        self.echo("dev", f"bridge: {base}  (API docs: {base}/docs; routes appear as services announce)")
+        if any(child.name == "users" for child in self.children):  # the demo: a first request
+            self.echo("dev", f"try:  curl -s -X POST {base}/users -H 'content-type: application/json' "
+                             "-d '{\"name\": \"Ada\", \"email\": \"ada@example.com\"}'  "
+                             "(then docs/demo.md)")
         self.echo("dev", "Ctrl-C stops everything")
 
     def _wait(self) -> str | None:
