@@ -156,3 +156,9 @@ def test_fixtures_fail_clearly_without_a_broker(tmp_path):
     assert run.stdout.count("no RabbitMQ at amqp://guest@127.0.0.1:1/") == 2, run.stdout
     assert "2 errors" in run.stdout
     assert "Traceback" not in run.stdout
+
+
+def test_the_helpers_import_no_pytest():
+    code = ("import sys\nimport amqprpc.testing, amqprpc.testing.services, amqprpc.testing.broker\n"
+            "assert 'pytest' not in sys.modules and '_pytest' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
