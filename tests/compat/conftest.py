@@ -1,5 +1,5 @@
-"""Fixtures of the Nameko compatibility suite: the Nameko venv, a Nameko service process,
-Nameko's standalone clients, and an amqprpc service for them to talk to.
+"""Fixtures of the Nameko compatibility suite: the Nameko venv, a Nameko service process
+and Nameko's standalone clients (each test module runs its own amqprpc service).
 
 Every module gets its own service names, so runs never share queues; the queues are
 deleted afterwards. See tests/compat/nameko_env.py for the cached venv.
