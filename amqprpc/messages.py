@@ -49,7 +49,12 @@ def decode_context(headers: Headers | None, prefix: str) -> Context:
         return {}
     start = len(prefix) + 1
     marker = prefix + "."
-    return {key[start:]: value for key, value in headers.items() if key.startswith(marker)}
+    return {
+        key[start:]: value
+        for key, value in headers.items()
+        # Nameko turns every header into context, so our deadline can come back prefixed.
+        if key.startswith(marker) and key[start:] != DEADLINE_HEADER
+    }
 
 
 def child_call_stack(context: Context, call_id: str) -> list[str]:

@@ -59,6 +59,11 @@ config_option = click.option(
     help="A TOML config file.",
 )
 
+reply_queue_option = click.option(
+    "--reply-queue", is_flag=True,
+    help="Receive replies on a reply queue instead of direct reply-to (needed to call Nameko services).",
+)
+
 
 @click.group()
 @click.version_option(package_name="amqprpc")
@@ -72,8 +77,9 @@ def main() -> None:
 @broker_option
 @config_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to wait (default 30).")
+@reply_queue_option
 def call(target: str, arguments: str | None, broker_url: str | None, config_path: str | None,
-         timeout: float | None) -> None:
+         timeout: float | None, reply_queue: bool) -> None:
     """Call SERVICE.METHOD and print its JSON result.
 
     JSON is an object (keyword arguments) or an array (positional arguments).
@@ -85,7 +91,7 @@ def call(target: str, arguments: str | None, broker_url: str | None, config_path
         raise CliError(f"expected SERVICE.METHOD, got {target!r}", EXIT_CONFIG)
     args, kwargs = _parse_arguments(arguments)
     config = _build_config(config_path, broker_url=broker_url, rpc_timeout=timeout)
-    client = ClusterRpcClient(config=config)
+    client = ClusterRpcClient(config=config, direct_reply_to=not reply_queue)
     _friendly(client.start)
     try:
         result = client.call(service, method, *args, **kwargs)
@@ -114,14 +120,15 @@ def _parse_arguments(text: str | None) -> tuple[list[Any], dict[str, Any]]:
 @main.command()
 @broker_option
 @config_option
-def shell(broker_url: str | None, config_path: str | None) -> None:
+@reply_queue_option
+def shell(broker_url: str | None, config_path: str | None, reply_queue: bool) -> None:
     """An interactive Python shell with a connected client named `rpc`."""
     import code
 
     from ..client import ClusterRpcClient
 
     config = _build_config(config_path, broker_url=broker_url)
-    client = ClusterRpcClient(config=config)
+    client = ClusterRpcClient(config=config, direct_reply_to=not reply_queue)
     _friendly(client.start)
     banner = (f"amqprpc shell, broker {client.config.broker_url.rsplit('@', 1)[-1]}\n"
               "`rpc` is connected: rpc.<service>.<method>(...), rpc.call('svc', 'method', ...)")
@@ -142,8 +149,6 @@ def show_config(broker_url: str | None, config_path: str | None) -> None:
 
 from . import bridge as _bridge  # noqa: E402,F401  (registers `amqprpc bridge`)
 from . import dev as _dev  # noqa: E402,F401  (registers `amqprpc dev`)
-from . import bridge as _bridge  # noqa: E402,F401  (registers `amqprpc bridge`)
 from . import events as _events  # noqa: E402,F401  (registers `amqprpc dispatch` and `dlq`)
 from . import run as _run  # noqa: E402,F401  (registers `amqprpc run`)
-from . import services as _services  # noqa: E402,F401  (registers `amqprpc services`)
 from . import services as _services  # noqa: E402,F401  (registers `amqprpc services`)

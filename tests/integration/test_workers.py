@@ -145,7 +145,7 @@ def test_cli_call_prints_json_and_reports_remote_errors(workers, amqp_uri):
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"a": [1, 2]}
-    done = subprocess.run([*cli, f"{workers.service}.echo", '["positional"]'],
+    done = subprocess.run([*cli, f"{workers.service}.echo", '["positional"]', "--reply-queue"],
                           env=env, capture_output=True, text=True, timeout=30)
     assert json.loads(done.stdout) == "positional"
     done = subprocess.run([*cli, f"{workers.service}.missing"], env=env, capture_output=True,

@@ -99,6 +99,11 @@ def test_context_headers_round_trip_with_prefix():
         "user_id": "u", "call_id_stack": ["a.b.1"]}
 
 
+def test_a_deadline_echoed_back_as_context_by_nameko_is_dropped():
+    assert decode_context({f"nameko.{DEADLINE_HEADER}": 1.0, "nameko.user_id": "u"}, "nameko") == {
+        "user_id": "u"}
+
+
 def test_call_id_stack_is_bounded():
     stack = child_call_stack({"call_id_stack": [str(i) for i in range(20)]}, "me")
     assert len(stack) == 10 and stack[-1] == "me"
