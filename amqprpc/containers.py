@@ -161,18 +161,18 @@ class ServiceContainer:
         self._executor = ThreadPoolExecutor(
             max_workers=self.config.concurrency, thread_name_prefix=f"amqprpc-{self.service_name}"
         )
-        if any(entrypoint.is_async for entrypoint in self.entrypoints):
-            self._start_loop()
-        for extension in [*self.dependencies.values(), *self.entrypoints]:
-            extension.setup()  # shared extensions are set up as entrypoints create them
-        self.shared_extension(ServiceAnnouncer, ServiceAnnouncer)  # last: its `up` follows the consumers
         try:
+            if any(entrypoint.is_async for entrypoint in self.entrypoints):
+                self._start_loop()
+            for extension in [*self.dependencies.values(), *self.entrypoints]:
+                extension.setup()  # shared extensions are set up as entrypoints create them
+            self.shared_extension(ServiceAnnouncer, ServiceAnnouncer)  # last: `up` follows the consumers
             self.connection.start(wait=wait)
+            for extension in self._extensions():
+                extension.start()
         except BaseException:
-            self._stop_pools(wait=False)
+            self.kill()  # release what was set up (engines, clients, threads), then report
             raise
-        for extension in self._extensions():
-            extension.start()
         self._started = True
         _log.info("service %s started (%d entrypoints, concurrency %d)",
                   self.service_name, len(self.entrypoints), self.config.concurrency)

@@ -43,12 +43,18 @@ class _Slot:
 class Supervisor:
     """Run ``target(index)`` in ``workers`` child processes until told to stop."""
 
-    def __init__(self, workers: int, target: Callable[[int], int], *, max_backoff: float = 30.0) -> None:
+    def __init__(self, workers: int, target: Callable[[int], int], *, max_backoff: float = 30.0,
+                 fatal_exit_codes: tuple[int, ...] = ()) -> None:
+        """``fatal_exit_codes``: a child exiting with one of these (say, bad configuration)
+        is not restarted: restarting cannot fix it, so every worker is stopped and the
+        supervisor exits with that code."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
         self.target = target
         self.max_backoff = max_backoff
+        self.fatal_exit_codes = fatal_exit_codes
+        self._fatal: int | None = None
         self._slots = [_Slot(i) for i in range(workers)]
         self._stopping = False
         self._signals = 0
@@ -81,6 +87,8 @@ class Supervisor:
                 signal.signal(sig, handler)
             os.close(read_fd)
             os.close(write_fd)
+        if self._fatal is not None:
+            return self._fatal
         clean = all(slot.exits and slot.exits[-1] == 0 for slot in self._slots)
         _log.info("supervisor: all workers stopped (%s)", "clean" if clean else "not clean")
         return 0 if clean else 1
@@ -139,7 +147,12 @@ class Supervisor:
                 if slot.pid == pid:
                     slot.pid = None
                     slot.exits.append(code)
-                    if not self._stopping:
+                    if code in self.fatal_exit_codes and not self._stopping:
+                        _log.error("supervisor: worker %d exited with %d, which a restart cannot "
+                                   "fix; stopping all workers", slot.index, code)
+                        self._fatal = code
+                        self._on_signal(signal.SIGTERM, None)
+                    elif not self._stopping:
                         self._schedule_restart(slot, code)
                     break
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..config import Config
-from . import _build_config, _friendly, _log, broker_option, config_option, main
+from . import EXIT_CONFIG, _build_config, _friendly, _log, broker_option, config_option, main
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
@@ -74,10 +74,14 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
 
     def child(index: int) -> int:
         port = None if health_port is None else (health_port + index if health_port else 0)
-        return serve(config, classes, port)
+        try:
+            return serve(config, classes, port)
+        except click.ClickException as exc:  # one line, and an exit code the supervisor reads
+            exc.show()
+            return exc.exit_code
 
     _log.info("starting %d worker processes", workers)
-    sys.exit(Supervisor(workers, child).run())
+    sys.exit(Supervisor(workers, child, fatal_exit_codes=(EXIT_CONFIG,)).run())
 
 
 def serve(config: Config, classes: list[type], health_port: int | None = None) -> int:

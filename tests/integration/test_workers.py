@@ -215,3 +215,34 @@ def test_gevent_pool_serves_and_stops_cleanly(workers, amqp_uri, tmp_path):
         (tmp_path / "release").touch()
         assert held.result() == worker.pid
     assert worker.process.wait(20) == 0, worker.output()
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_worker_that_cannot_start_exits_2_and_is_not_restarted(amqp_uri, processes, tmp_path):
+    log_path = tmp_path / "broken.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "amqprpc.cli", "run", "tests.integration.apps.broken",
+             "--broker", amqp_uri, "--workers", processes],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            assert process.wait(30) == 2
+        finally:
+            process.kill()
+    output = log_path.read_text()
+    assert "BROKEN_URL is not set" in output and "Traceback" not in output
+    assert "restarting in" not in output
+
+
+def test_a_container_that_fails_to_start_leaves_no_threads(amqp_uri):
+    import threading
+
+    from amqprpc import Config, ConfigError, ServiceContainer
+
+    from .apps.broken import BrokenService
+
+    before = threading.active_count()
+    with pytest.raises(ConfigError, match="BROKEN_URL"):
+        ServiceContainer(BrokenService, Config(broker_url=amqp_uri)).start()
+    assert threading.active_count() == before
