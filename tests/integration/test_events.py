@@ -221,6 +221,38 @@ def test_dispatcher_in_a_service_carries_context(container_factory, unique_name,
             channel.exchange_delete(f"{orders_name}.events")
 
 
+def test_async_handlers_dispatch_and_handle(container_factory, unique_name, amqp_uri):
+    seen = Recorder()
+    relay_name = unique_name("relay")
+
+    class Relay:
+        name = relay_name
+        dispatch = EventDispatcher()
+
+        @rpc
+        async def announce(self, n: int) -> int:
+            self.dispatch("announced", {"n": n})
+            self.dispatch("announced", {"n": n + 1})
+            return n
+
+    class Listener:
+        name = unique_name("alistener")
+
+        @event_handler(relay_name, "announced")
+        async def on_announced(self, payload: dict[str, int]) -> None:
+            seen.add(payload["n"])
+
+    container_factory(Listener)
+    container_factory(Relay)
+    try:
+        with ClusterRpcClient(amqp_uri, timeout=10) as client:
+            assert client.call(relay_name, "announce", 1) == 1
+        assert sorted(seen.wait_for(2)) == [1, 2]
+    finally:
+        with broker_admin(amqp_uri) as channel:
+            channel.exchange_delete(f"{relay_name}.events")
+
+
 def test_dispatch_event_and_cli(container_factory, unique_name, source, amqp_uri):
     seen = Recorder()
 
