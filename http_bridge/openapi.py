@@ -66,8 +66,9 @@ def _operation(route: Route) -> dict[str, Any]:
             if param.required:
                 body_required.append(param.name)
         elif _queryable(param.schema):
-            query = {"name": param.name, "in": "query", "required": param.required, "schema": schema}
-            if param.schema.get("type") == "array":
+            query = {"name": param.name, "in": "query", "required": param.required,
+                     "schema": _without_null(schema)}
+            if query["schema"].get("type") == "array":
                 query.update(style="form", explode=True)
             parameters.append(query)
     doc = method.doc.strip()
@@ -104,6 +105,21 @@ def _operation(route: Route) -> dict[str, Any]:
             operation["x-roles"] = list(route.roles)
             operation["responses"]["403"] = _error(f"Needs one of the roles: {', '.join(route.roles)}")
     return operation
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` as a query parameter is just an optional X: a query cannot carry null."""
+    options = schema.get("anyOf")
+    if not isinstance(options, list):
+        return schema
+    kept = [option for option in options if option != {"type": "null"}]
+    rest = {key: value for key, value in schema.items() if key != "anyOf"}
+    if len(kept) == 1:
+        merged = {**kept[0], **rest}
+        if merged.get("default", "") is None:
+            del merged["default"]
+        return merged
+    return {**rest, "anyOf": kept}
 
 
 def _queryable(schema: dict[str, Any]) -> bool:
