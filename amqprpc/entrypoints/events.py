@@ -69,7 +69,9 @@ class EventHandler(Entrypoint):
     ``max_attempts``: handler runs before the event is dead-lettered (1: no retry).
     ``retry_delay``/``max_retry_delay``: seconds before the first retry, and the cap as
     the delay doubles. ``expected_exceptions`` are logged as warnings, not errors (they
-    are retried all the same).
+    are retried all the same). ``reliable_delivery=False`` makes a pool or singleton queue
+    auto-delete (gone, with its events, when its last consumer stops), as in Nameko: set it
+    to match a Nameko service that declares the same queue that way.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class EventHandler(Entrypoint):
         retry_delay: float = 1.0,
         max_retry_delay: float = 60.0,
         expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
+        reliable_delivery: bool = True,
     ) -> None:
         check_event_names(source, event_type)
         if handler_type not in HANDLER_TYPES:
@@ -97,6 +100,7 @@ class EventHandler(Entrypoint):
         self.source = source
         self.event_type = event_type
         self.handler_type = handler_type
+        self.reliable_delivery = reliable_delivery and handler_type != BROADCAST
         self.queue_name = ""
         self.dead_letter_queue_name = ""
         self._consumer_tag: str | None = None
@@ -133,12 +137,14 @@ class EventHandler(Entrypoint):
         if self._stopping:
             return
         config = self._config
-        broadcast = self.handler_type == BROADCAST
         declare_event_exchange(channel, self.source)
+        # Nameko's flags exactly: durable always, exclusive for broadcast, auto-delete unless
+        # reliable (another flag or argument and declaring over Nameko's queue would fail).
         channel.queue_declare(
-            self.queue_name, durable=True, exclusive=broadcast, auto_delete=broadcast,
-            arguments=None if broadcast else service_queue_arguments(
-                config, dead_letter_to=self.dead_letter_queue_name),
+            self.queue_name, durable=True, exclusive=self.handler_type == BROADCAST,
+            auto_delete=not self.reliable_delivery,
+            arguments=service_queue_arguments(config, dead_letter_to=self.dead_letter_queue_name)
+            if self.reliable_delivery else None,  # quorum queues cannot be exclusive/auto-delete
         )
         channel.queue_bind(self.queue_name, event_exchange(self.source), self.event_type)
         channel.queue_declare(self.dead_letter_queue_name, durable=True, auto_delete=False,

@@ -485,7 +485,8 @@ def test_event_of_a_killed_worker_is_handled_by_another(container_factory, uniqu
 
 
 def test_queues_declared_as_nameko_does_are_accepted(container_factory, unique_name, source, amqp_uri):
-    """Nameko 2.14 declares with kombu: queues durable, not auto-delete, no arguments.
+    """Nameko 2.14 declares with kombu: queues durable, no arguments, not auto-delete unless
+    the handler says ``reliable_delivery=False``.
 
     Declaring ours over theirs (and theirs over ours) must not fail with PRECONDITION_FAILED.
     """
@@ -498,6 +499,8 @@ def test_queues_declared_as_nameko_does_are_accepted(container_factory, unique_n
               durable=True, auto_delete=False, exclusive=False),
         Queue(f"evt-{source}-made", exchange=exchange, routing_key="made",
               durable=True, auto_delete=False, exclusive=False),
+        Queue(f"evt-{source}-made--{service}.loose", exchange=exchange, routing_key="made",
+              durable=True, auto_delete=True, exclusive=False),
     ]
 
     def declare_as_nameko() -> None:
@@ -519,12 +522,16 @@ def test_queues_declared_as_nameko_does_are_accepted(container_factory, unique_n
         def single(self, payload: Any) -> None:
             seen.add(("singleton", payload))
 
+        @event_handler(source, "made", reliable_delivery=False)
+        def loose(self, payload: Any) -> None:
+            seen.add(("loose", payload))
+
     declare_as_nameko()
     container = container_factory(Migrated)
     assert {e.queue_name for e in container.entrypoints} == {q.name for q in nameko_queues}
     declare_as_nameko()  # and the other way round
     dispatch_event(source, "made", {"x": 1}, broker_url=amqp_uri)
-    assert sorted(seen.wait_for(2)) == [("pool", {"x": 1}), ("singleton", {"x": 1})]
+    assert sorted(seen.wait_for(3)) == [("loose", {"x": 1}), ("pool", {"x": 1}), ("singleton", {"x": 1})]
 
 
 def test_event_wire_format(source, amqp_uri):
