@@ -110,16 +110,7 @@ class DeadLetterQueue:
             if step is None:
                 break
             tag, received, confirm = step
-            why = "it names no queue to replay to (use --to QUEUE)" if confirm is None else None
-            if confirm is not None:
-                try:
-                    confirm.result(self.timeout)
-                except Exception as exc:
-                    why = f"the broker did not take the copy: {exc}"
-                else:
-                    if self._returned is not None:
-                        why = f"queue {original_queue(received) if target is None else target!r} " \
-                              f"refused it ({self._returned}): it no longer exists?"
+            why = self._why_not_replayed(confirm, target or original_queue(received))
             if why is None:
                 ack = tag
                 report.replayed += 1
@@ -159,6 +150,18 @@ class DeadLetterQueue:
         self.connection.publish(replay_copy(received, destination),
                                 on_confirm=lambda error: settle(confirm, error))
         return message.delivery_tag, received, confirm
+
+    def _why_not_replayed(self, confirm: Future[None] | None, destination: str | None) -> str | None:
+        """None if the copy reached its queue; else why the letter stays in the DLQ."""
+        if confirm is None:
+            return "it names no queue to replay to (use --to QUEUE)"
+        try:
+            confirm.result(self.timeout)
+        except Exception as exc:
+            return f"the broker did not take the copy: {exc}"
+        if self._returned is not None:  # returned before its confirm: unroutable
+            return f"queue {destination!r} refused it ({self._returned}): it no longer exists?"
+        return None
 
     def _on_return(self, message: Any, reply_text: str) -> None:
         self._returned = reply_text or "returned"
