@@ -121,7 +121,9 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    spec = build_openapi(request.app[GATEWAY].table())
+    gateway = request.app[GATEWAY]
+    registry = gateway.registry
+    spec = build_openapi(gateway.table(), live=registry.is_live if registry else lambda service: False)
     return web.Response(text=json.dumps(spec, indent=1), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 

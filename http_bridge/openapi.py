@@ -9,6 +9,7 @@ Every operation lists the errors the bridge can answer, in the one error shape.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ERROR_SCHEMA
@@ -26,11 +27,15 @@ _COMMON_ERRORS = {
 }
 
 
-def build_openapi(table: RouteTable, *, title: str = "amqprpc HTTP bridge",
-                  version: str = "1") -> dict[str, Any]:
+def build_openapi(table: RouteTable, *, live: Callable[[str], bool] = lambda service: True,
+                  title: str = "amqprpc HTTP bridge", version: str = "1") -> dict[str, Any]:
+    """The spec; ``live(service)`` marks operations of services with no running instance
+    (``x-amqprpc-live: false``: they answer 503 until an instance is back)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in sorted(table.routes, key=lambda r: (r.template, r.verb)):
-        paths.setdefault(route.template, {})[route.verb.lower()] = _operation(route)
+        operation = _operation(route)
+        operation["x-amqprpc-live"] = live(route.service)
+        paths.setdefault(route.template, {})[route.verb.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version,
