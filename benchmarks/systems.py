@@ -1,0 +1,150 @@
+"""The systems compared: how each starts its echo service, event handler and load clients.
+
+* ``amqprpc``: this repository, in the project's interpreter, through its CLI
+  (``amqprpc run --workers N``, ``amqprpc bridge``).
+* ``nameko``: Nameko 2.14.1 from PyPI in the benchmark venv, through ``nameko run`` with
+  its defaults (``max_workers`` 10), clients under eventlet as Nameko's own tools run.
+* ``raw``: the raw py-amqp limit of shared/notes/hotpath.md: the inline server S1 and the
+  single-threaded pipelined client C1 (benchmarks/agents/raw_*.py), in the benchmark venv.
+
+Every name (service, queue, event source) carries the run's tag, so concurrent runs and
+other test suites on the same broker never share a queue.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .runner import Bench, Proc
+
+AGENTS = Path(__file__).resolve().parent / "agents"
+
+
+@dataclass(frozen=True)
+class System:
+    """One contender. ``needs_bench_venv``: runs in the benchmark venv (Nameko, raw)."""
+
+    name: str
+    label: str
+    needs_bench_venv: bool
+
+    def python(self, bench: Bench) -> str:
+        if not self.needs_bench_venv:
+            return sys.executable
+        assert bench.bench_python is not None, f"{self.name} needs the benchmark venv"
+        return str(bench.bench_python)
+
+    # ------------------------------------------------------------------ RPC echo
+
+    def echo_queue(self, service: str) -> str:
+        return f"raw-{service}" if self.name == "raw" else f"rpc-{service}"
+
+    def start_echo(self, bench: Bench, service: str, workers: int = 1) -> list[Proc]:
+        """Start ``workers`` worker processes of the echo service; wait until all consume."""
+        queue = self.echo_queue(service)
+        bench.remember_queue(queue)
+        if self.name == "amqprpc":
+            procs = [bench.spawn(f"amqprpc-echo-{service}", [
+                self.python(bench), "-m", "amqprpc", "run", "benchmarks.agents.amqprpc_echo",
+                "--broker", bench.url, "--workers", str(workers), "--log-level", "WARNING",
+            ], env={"BENCH_SERVICE": service})]
+        elif self.name == "nameko":
+            procs = [self._nameko(bench, "benchmarks.agents.nameko_echo", f"nameko-echo-{service}-{i}",
+                                  {"BENCH_SERVICE": service}) for i in range(workers)]
+        else:
+            procs = [bench.spawn(f"raw-echo-{service}-{i}", [
+                self.python(bench), str(AGENTS / "raw_server.py"),
+                bench.params(url=bench.url, queue=queue, prefetch=100),
+            ]) for i in range(workers)]
+        bench.wait_consumers(queue, workers, procs)
+        return procs
+
+    def client_argv(self, bench: Bench, **params: object) -> list[str]:
+        script = {"amqprpc": "amqprpc_client.py", "nameko": "nameko_client.py",
+                  "raw": "raw_client.py"}[self.name]
+        return [self.python(bench), str(AGENTS / script), bench.params(url=bench.url, **params)]
+
+    # ------------------------------------------------------------------ events
+
+    def start_event_sink(self, bench: Bench, service: str, source: str, instances: int) -> list[Proc]:
+        """``instances`` handler processes (service pool) of ``tick`` events from ``source``."""
+        queue = event_queue(source, service)
+        bench.remember_queue(queue)
+        env = {"BENCH_SERVICE": service, "BENCH_EVENT_SOURCE": source}
+        procs = []
+        for i in range(instances):
+            if self.name == "amqprpc":
+                procs.append(bench.spawn(f"amqprpc-sink-{service}-{i}", [
+                    self.python(bench), "-m", "amqprpc", "run", "benchmarks.agents.amqprpc_events",
+                    "--broker", bench.url, "--log-level", "WARNING",
+                ], env=env, pipe=True))
+            else:
+                procs.append(self._nameko(bench, "benchmarks.agents.nameko_events",
+                                          f"nameko-sink-{service}-{i}", env, pipe=True))
+        bench.wait_consumers(queue, instances, procs)
+        return procs
+
+    def dispatch_argv(self, bench: Bench, **params: object) -> list[str]:
+        script = "amqprpc_dispatch.py" if self.name == "amqprpc" else "nameko_dispatch.py"
+        return [self.python(bench), str(AGENTS / script), bench.params(url=bench.url, **params)]
+
+    # ------------------------------------------------------------------ HTTP
+
+    def start_http(self, bench: Bench, service: str, path: str, port: int) -> list[Proc]:
+        """The echo service behind an HTTP front (the bridge, or a Nameko ``@http`` gateway),
+        each in its own process; returns when ``POST path`` answers 200."""
+        if self.name == "amqprpc":
+            bench.remember_queue(f"rpc-{service}")
+            echo = bench.spawn(f"amqprpc-http-echo-{service}", [
+                self.python(bench), "-m", "amqprpc", "run", "benchmarks.agents.amqprpc_echo",
+                "--broker", bench.url, "--log-level", "WARNING",
+            ], env={"BENCH_SERVICE": service, "BENCH_HTTP_ROUTE": f"POST {path}"})
+            bench.wait_consumers(f"rpc-{service}", 1, [echo])
+            front = bench.spawn(f"amqprpc-bridge-{service}", [
+                self.python(bench), "-m", "amqprpc", "bridge", "--broker", bench.url,
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING",
+            ], env={
+                "AMQPRPC_BRIDGE_RATE_LIMIT": "0",  # one client IP sends everything here
+                "AMQPRPC_BRIDGE_SERVICES": service,  # only this run's echo: no foreign routes
+            })
+        else:
+            gateway = f"{service}-gw"
+            bench.remember_queue(f"rpc-{service}")
+            bench.remember_queue(f"rpc-{gateway}")
+            echo = self._nameko(bench, "benchmarks.agents.nameko_echo", f"nameko-http-echo-{service}",
+                                {"BENCH_SERVICE": service})
+            bench.wait_consumers(f"rpc-{service}", 1, [echo])
+            front = self._nameko(bench, "benchmarks.agents.nameko_gateway", f"nameko-gw-{service}",
+                                 {"BENCH_SERVICE": service, "BENCH_GATEWAY": gateway,
+                                  "BENCH_HTTP_PATH": path}, web_port=port)
+        bench.wait_http(port, path, [echo, front])
+        return [echo, front]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _nameko(self, bench: Bench, module: str, name: str, env: dict[str, str], *,
+                pipe: bool = False, web_port: int | None = None) -> Proc:
+        config = bench.workdir / f"{name}.yaml"
+        lines = [f"AMQP_URI: {bench.url}", "max_workers: 10"]
+        if web_port is not None:
+            lines.append(f"WEB_SERVER_ADDRESS: 127.0.0.1:{web_port}")
+        config.write_text("\n".join(lines) + "\n")
+        # `python -m nameko`: the venv's console scripts point at the path it was built under
+        return bench.spawn(name, [self.python(bench), "-m", "nameko", "run", "--config", str(config), module],
+                           env=env, pipe=pipe)
+
+
+def event_queue(source: str, service: str) -> str:
+    """The service-pool handler queue both frameworks declare (Nameko's naming)."""
+    return f"evt-{source}-tick--{service}.on_tick"
+
+
+AMQPRPC = System("amqprpc", "amqprpc", needs_bench_venv=False)
+NAMEKO = System("nameko", "Nameko 2.14.1", needs_bench_venv=True)
+RAW = System("raw", "raw py-amqp", needs_bench_venv=True)
+ALL = (AMQPRPC, NAMEKO, RAW)
+BY_NAME = {system.name: system for system in ALL}

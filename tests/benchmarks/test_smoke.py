@@ -1,0 +1,72 @@
+"""The benchmark runner still works: a tiny run of one amqprpc-only workload, no timing asserted.
+
+``python -m benchmarks --quick --only inflight`` needs only the broker and this repository
+(no Nameko venv, no matplotlib): it starts an echo worker, drives one client through its
+protocol, accounts CPU, cleans up, and writes the results JSON where it is told to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import render
+from benchmarks.workloads import parse_wrk
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_quick_run_writes_results(amqp_uri: str, tmp_path: Path) -> None:
+    out, cache = tmp_path / "results", tmp_path / "venvs"
+    cache.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "inflight", "--broker", amqp_uri,
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=80,
+        env={**os.environ, "AMQPRPC_BENCH_CACHE": str(cache)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = out.glob("*.json")
+    results = json.loads(path.read_text())
+
+    assert not any(cache.iterdir()), "an amqprpc-only workload must not build the benchmark venv"
+    assert set(results["workloads"]) == {"inflight"}
+    [cell] = results["workloads"]["inflight"]["cells"]
+    assert cell["system"] == "amqprpc" and cell["error"] is None
+    [record] = cell["rounds"]
+    assert record["errors"] == 0 and record["calls_per_s"] > 0
+    assert [wave["pending_after"] for wave in record["waves"]] == [0, 0]  # every call answered
+    assert set(record["cpu_ms_per_call"]) == {"client", "server", "broker", "total"}
+    assert record["cpu_ms_per_call"]["client"] > 0
+    assert results["machine"]["nproc"] >= 1 and results["broker"]["version"]
+
+    page = render(results, charts=[], analysis=None)  # the report renders from what was written
+    assert "## 6. Memory" in page and "calls still pending" in page
+
+
+def test_wrk_output_is_parsed() -> None:
+    text = """Running 5s test @ http://127.0.0.1:8000/echo
+  2 threads and 50 connections
+  Latency Distribution
+     50%  812.00us
+     75%    1.20ms
+     90%    2.50ms
+     99%    1.02s
+  10021 requests in 5.00s, 1.53MB read
+  Non-2xx or 3xx responses: 3
+  Socket errors: connect 0, read 1, write 0, timeout 2
+Requests/sec:   2004.20
+"""
+    parsed = parse_wrk(text)
+    assert parsed["calls_per_s"] == pytest.approx(2004.2)
+    assert parsed["p50_ms"] == pytest.approx(0.812)
+    assert parsed["p99_ms"] == pytest.approx(1020.0)
+    assert parsed["requests"] == 10021
+    assert parsed["errors"] == 6
