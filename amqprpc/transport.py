@@ -381,6 +381,28 @@ class BrokerConnection:
         self._consumers[tag] = (callback, no_ack)
         return tag
 
+    def cancel_and_wait(self, consumer_tag: str | None, timeout: float = 5.0) -> None:
+        """From any thread: stop a consumer, waiting (at most ``timeout``) for the broker.
+
+        Deliveries already received still run and are acked; a connection that is gone
+        has no consumer left to cancel.
+        """
+        if consumer_tag is None or not self.is_connected:
+            return
+        done = threading.Event()
+
+        def cancel() -> None:
+            try:
+                self.cancel(consumer_tag)
+            except (*RECOVERABLE_ERRORS, BrokerError):
+                _log.debug("%s: cancel of %s failed (connection gone)", self.name, consumer_tag,
+                           exc_info=True)
+            finally:
+                done.set()
+
+        self.call_soon(cancel)
+        done.wait(timeout)
+
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer; deliveries already received still run and are acked."""
         if self._channel is not None and consumer_tag in self._consumers:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import uuid
 from typing import Any
 
@@ -155,20 +154,8 @@ class EventHandler(Entrypoint):
     def stop(self) -> None:
         """Stop taking events; events already received still run and are acked."""
         self._stopping = True
-        done = threading.Event()
-
-        def cancel() -> None:
-            tag, self._consumer_tag = self._consumer_tag, None
-            if tag is not None:
-                try:
-                    self._connection.cancel(tag)
-                except Exception:
-                    _log.debug("cancel of %s failed (connection gone)", self.queue_name, exc_info=True)
-            done.set()
-
-        if self._connection.is_connected:
-            self._connection.call_soon(cancel)
-            done.wait(5)
+        tag, self._consumer_tag = self._consumer_tag, None
+        self._connection.cancel_and_wait(tag)
 
     def kill(self) -> None:
         self._stopping = True

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import time
 from typing import Any
 
@@ -119,20 +118,8 @@ class RpcConsumer(Extension):
     def stop(self) -> None:
         """Stop taking new calls; calls already received still run and are answered."""
         self._stopping = True
-        done = threading.Event()
-
-        def cancel() -> None:
-            if self._consumer_tag is not None:
-                try:
-                    self._connection.cancel(self._consumer_tag)
-                except Exception:
-                    _log.debug("cancel of %s failed (connection gone)", self.queue_name, exc_info=True)
-                self._consumer_tag = None
-            done.set()
-
-        if self._connection.is_connected:
-            self._connection.call_soon(cancel)
-            done.wait(5)
+        tag, self._consumer_tag = self._consumer_tag, None
+        self._connection.cancel_and_wait(tag)
 
     def kill(self) -> None:
         self._stopping = True
