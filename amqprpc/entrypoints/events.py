@@ -57,11 +57,12 @@ from ..topology import (
     service_queue_arguments,
 )
 from ..transport import BrokerConnection, Delivery
+from .consuming import ConsumesQueue
 
 _log = logging.getLogger(__name__)
 
 
-class EventHandler(Entrypoint):
+class EventHandler(ConsumesQueue, Entrypoint):
     """Handle ``event_type`` events of the service ``source``; the method gets the payload.
 
     ``handler_type``: ``SERVICE_POOL``, ``SINGLETON`` or ``BROADCAST`` (see the module).
@@ -151,20 +152,7 @@ class EventHandler(Entrypoint):
         channel.basic_qos(0, config.effective_prefetch, False)
         self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery)
 
-    def stop(self) -> None:
-        """Stop taking events; events already received still run and are acked."""
-        self._stopping = True
-        tag, self._consumer_tag = self._consumer_tag, None
-        self._connection.cancel_and_wait(tag)
-
-    def kill(self) -> None:
-        self._stopping = True
-
     # ------------------------------------------------------------ per event
-
-    def _on_delivery(self, delivery: Delivery) -> None:
-        """On the I/O thread: hand the event to the pool at once."""
-        self.container.submit(lambda: self._handle(delivery))
 
     def _handle(self, delivery: Delivery) -> None:
         received = Received(delivery.body, delivery.properties, delivery.exchange,

@@ -32,9 +32,10 @@ from ..exceptions import (
 )
 from ..extensions import Entrypoint, ExcInfo, Extension
 from ..messages import build_reply, deadline_of, decode_context, parse_request
-from ..serialization import JSON, Codec, codec_for, codec_named
+from ..serialization import JSON, Codec, codec_for
 from ..topology import service_queue_arguments
 from ..transport import Delivery
+from .consuming import ConsumesQueue
 
 _log = logging.getLogger(__name__)
 
@@ -81,13 +82,11 @@ class Rpc(Entrypoint):
 rpc = Rpc.decorator
 
 
-class RpcConsumer(Extension):
+class RpcConsumer(ConsumesQueue, Extension):
     """Consumes the service's queue and dispatches each request to its ``@rpc`` method."""
 
     def __init__(self) -> None:
         self._methods: dict[str, Rpc] = {}
-        self._consumer_tag: str | None = None
-        self._stopping = False
 
     def register(self, entrypoint: Rpc) -> None:
         self._methods[entrypoint.method_name] = entrypoint
@@ -101,7 +100,6 @@ class RpcConsumer(Extension):
         self._service = container.service_name
         self._config = container.config
         self._connection = container.connection
-        self._default_codec = codec_named(self._config.serializer)
         self._connection.on_connect(self._declare_and_consume)
 
     def _declare_and_consume(self, channel: Any) -> None:
@@ -115,20 +113,7 @@ class RpcConsumer(Extension):
         channel.basic_qos(0, config.effective_prefetch, False)
         self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery)
 
-    def stop(self) -> None:
-        """Stop taking new calls; calls already received still run and are answered."""
-        self._stopping = True
-        tag, self._consumer_tag = self._consumer_tag, None
-        self._connection.cancel_and_wait(tag)
-
-    def kill(self) -> None:
-        self._stopping = True
-
     # ------------------------------------------------------------ per request
-
-    def _on_delivery(self, delivery: Delivery) -> None:
-        """On the I/O thread: hand the request to the pool at once."""
-        self.container.submit(lambda: self._handle(delivery))
 
     def _handle(self, delivery: Delivery) -> None:
         props = delivery.properties
