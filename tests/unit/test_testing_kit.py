@@ -147,9 +147,9 @@ def test_fixtures_fail_clearly_without_a_broker(tmp_path):
     (tmp_path / "test_needs_broker.py").write_text(
         "def test_a(rpc_client):\n    pass\n\ndef test_b(container_factory):\n    pass\n"
     )
-    run = subprocess.run(
+    run = subprocess.run(  # -rN: no short summary, which CI=true would add, repeating each message
         [sys.executable, "-m", "pytest", "-p", "amqprpc.testing.pytest", "-p", "no:cacheprovider",
-         "--amqp-uri", "amqp://guest:guest@127.0.0.1:1/", "-q", str(tmp_path)],
+         "--amqp-uri", "amqp://guest:guest@127.0.0.1:1/", "-q", "-rN", str(tmp_path)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert run.returncode == 1, run.stdout
