@@ -43,6 +43,7 @@ class ApiError(Exception):
     message: str
     headers: dict[str, str] = field(default_factory=dict)
     details: list[dict[str, str]] | None = None
+    remote_type: str | None = None  # the handler's exception name, when the answer may show it
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
@@ -97,7 +98,7 @@ def _map_remote(exc_type: str, value: str, context: ErrorContext) -> ApiError:
         status = context.expected_status
     if status is None:
         return ApiError(*INTERNAL)
-    return ApiError(status, _code_of(exc_type), value or _reason(status))
+    return ApiError(status, _code_of(exc_type), value or _reason(status), remote_type=exc_type)
 
 
 def _code_of(exc_type: str) -> str:

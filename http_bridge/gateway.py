@@ -17,11 +17,13 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from amqprpc import AsyncRpcClient, ServiceRegistry
+from amqprpc.discovery import MethodDescriptor
 
 from .auth import Authenticator, Identity
 from .errors import ApiError, ErrorContext, error_body, map_error
@@ -74,10 +76,10 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = f"{self._id_prefix}{next(self._ids):08x}"
+        request_id = self.new_request_id()
         label = "unmatched"
         try:
-            self._check_headers(request)
+            self.check_headers(request)
             route, path_params = self.table().match(request.method, request.rel_url.raw_path)
             label = route.label
             response = await self._call(request, request_id, route, path_params)
@@ -86,6 +88,15 @@ class Gateway:
         except Exception as exc:  # a bug in the bridge: the client gets an id, the log gets the rest
             _log.exception("request %s failed inside the bridge", request_id)
             response = self._error_response(map_error(exc), request_id)
+        return self.finish(request, response, request_id, label, started)
+
+    def new_request_id(self) -> str:
+        """Unique per process and cheap (uuid4 costs a urandom syscall each)."""
+        return f"{self._id_prefix}{next(self._ids):08x}"
+
+    def finish(self, request: web.Request, response: web.Response, request_id: str, label: str,
+               started: float) -> web.Response:
+        """What every answer gets, whatever front end made it (REST or SOAP): id, headers, metrics."""
         response.headers["X-Request-Id"] = request_id
         response.headers.update(_SECURITY_HEADERS)
         if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -98,7 +109,7 @@ class Gateway:
         identity = self.auth.authorize(self.auth.identify(request.headers), public=route.public,
                                        roles=route.roles)
         self.rate.check(identity.principal or f"ip:{self.client_address(request)}")
-        self._check_available(route)
+        self.check_available(route.service)
         body = await read_json_body(request, self.settings.max_body_size, self.settings.body_timeout)
         kwargs = bind_arguments(route.method, path_params, list(request.rel_url.query.items()), body)
 
@@ -127,6 +138,19 @@ class Gateway:
 
     async def _invoke(self, route: Route, kwargs: dict[str, Any], identity: Identity, request_id: str,
                       idempotency_key: str | None) -> web.Response:
+        result = await self.call(route.service, route.method, kwargs, identity, request_id,
+                                 deadline=route.deadline, service_errors=route.errors,
+                                 idempotency_key=idempotency_key)
+        return web.Response(body=_dumps(result), content_type=JSON_TYPE)
+
+    async def call(self, service: str, method: MethodDescriptor, kwargs: dict[str, Any], identity: Identity,
+                   request_id: str, *, deadline: float, service_errors: Mapping[str, int],
+                   idempotency_key: str | None = None) -> Any:
+        """One RPC call under the in-flight cap and ``deadline``; failures as a mapped ApiError.
+
+        The context carries the identity and a ``call_id_stack`` naming the request, nothing
+        the client sent. Shared by every front end (REST routes, SOAP operations).
+        """
         assert self.rpc is not None
         context = identity.context()
         context["call_id_stack"] = [f"http_bridge.request.{request_id}"]
@@ -134,22 +158,21 @@ class Gateway:
             context["idempotency_key"] = idempotency_key
         self.inflight.enter()
         try:
-            result = await self.rpc.call(route.service, route.method.name, _timeout=route.deadline,
-                                         _context=context, **kwargs)
+            return await self.rpc.call(service, method.name, _timeout=deadline, _context=context, **kwargs)
         except Exception as exc:
-            error = map_error(exc, ErrorContext(route.errors, self.settings.error_statuses,
-                                                route.method.expected, self.settings.expected_error_status))
+            error = map_error(exc, ErrorContext(service_errors, self.settings.error_statuses,
+                                                method.expected, self.settings.expected_error_status))
             if error.status >= 500:
-                _log.warning("request %s: %s.%s failed: %s: %s", request_id, route.service,
-                             route.method.name, type(exc).__name__, exc)
+                _log.warning("request %s: %s.%s failed: %s: %s", request_id, service,
+                             method.name, type(exc).__name__, exc)
             raise error from None
         finally:
             self.inflight.leave()
-        return web.Response(body=_dumps(result), content_type=JSON_TYPE)
 
     # ------------------------------------------------------------ checks
 
-    def _check_headers(self, request: web.Request) -> None:
+    def check_headers(self, request: web.Request) -> None:
+        """400 for a header name with ``_``, 431 when all headers together are too large."""
         total = 0
         for name, value in request.raw_headers:
             total += len(name) + len(value) + 4
@@ -161,11 +184,11 @@ class Gateway:
                            f"the headers are {total} bytes; the limit is {self.settings.max_headers_total}",
                            headers={"Connection": "close"})
 
-    def _check_available(self, route: Route) -> None:
+    def check_available(self, service: str) -> None:
         """503 at once when the call cannot succeed: no live instance, no broker, alarm."""
         assert self.rpc is not None and self.registry is not None
-        if not self.registry.is_live(route.service):
-            raise ApiError(503, "service_unavailable", f"no running instance of {route.service}",
+        if not self.registry.is_live(service):
+            raise ApiError(503, "service_unavailable", f"no running instance of {service}",
                            headers={"Retry-After": "1"})
         if not self.rpc.is_connected:
             raise ApiError(503, "broker_unavailable", "the message broker is not reachable",

@@ -1,8 +1,9 @@
 """Resource limits: request bodies, per-principal rate, calls in flight. All memory is bounded.
 
-* ``read_json_body``: 413 from ``Content-Length`` alone when it is over the limit (the body
+* ``read_body``: 413 from ``Content-Length`` alone when it is over the limit (the body
   is never read), 413 as soon as a chunked body passes it, 408 when the body does not
-  arrive within ``body_timeout``; 415/400 for a body that is not a JSON object.
+  arrive within ``body_timeout``. ``read_json_body`` adds 415/400 for a body that is not
+  a JSON object; the SOAP front end parses its XML from the same bounded bytes.
 * ``RateLimiter``: a token bucket per key (the principal, else the client address), in an
   LRU of at most ``max_keys`` buckets: the coldest key is forgotten first (it starts again
   with a full bucket), so a flood of new keys costs a fixed amount of memory.
@@ -28,15 +29,35 @@ _JSON_TYPES = ("application/json",)
 
 async def read_json_body(request: web.Request, max_size: int, timeout: float) -> dict[str, Any] | None:
     """The request's JSON object body, or None when there is no body."""
-    length = request.content_length
-    if length is not None and length > max_size:
-        raise ApiError(413, "payload_too_large", f"the body is {length} bytes; the limit is {max_size}",
-                       headers={"Connection": "close"})
-    if not request.body_exists or length == 0:
+    check_length(request, max_size)
+    if not request.body_exists or request.content_length == 0:
         return None
     if request.content_type not in _JSON_TYPES:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json, not {request.content_type or 'untyped'}")
+    data = await read_body(request, max_size, timeout)
+    try:
+        body = json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object of named arguments")
+    return body
+
+
+def check_length(request: web.Request, max_size: int) -> None:
+    """413 from ``Content-Length`` alone: a body announced too large is never read."""
+    length = request.content_length
+    if length is not None and length > max_size:
+        raise ApiError(413, "payload_too_large", f"the body is {length} bytes; the limit is {max_size}",
+                       headers={"Connection": "close"})
+
+
+async def read_body(request: web.Request, max_size: int, timeout: float) -> bytes:
+    """The raw body, at most ``max_size`` bytes (413 past it), within ``timeout`` (408)."""
+    check_length(request, max_size)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -54,15 +75,7 @@ async def read_json_body(request: web.Request, max_size: int, timeout: float) ->
     except TimeoutError:
         raise ApiError(408, "request_timeout", f"the body did not arrive within {timeout:g}s",
                        headers={"Connection": "close"}) from None
-    try:
-        body = json.loads(b"".join(chunks), parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object of named arguments")
-    return body
+    return b"".join(chunks)
 
 
 def _refuse_constant(name: str) -> None:

@@ -9,7 +9,8 @@ Matching: static paths by dictionary lookup, templated ones (``/users/{user_id}`
 regex, most specific first (more literal segments win). A path parameter is one segment,
 percent-decoded. Two services claiming the same verb and path: the first in (service,
 method) order keeps it and the clash is logged; paths the bridge serves itself
-(``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/docs``) cannot be claimed.
+(``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/docs``, ``/soap/...``) cannot
+be claimed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .errors import ApiError
 _log = logging.getLogger(__name__)
 
 RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+RESERVED_PREFIXES = ("/soap/",)  # the SOAP front end (http_bridge.soap)
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -84,7 +86,7 @@ class RouteTable:
                 binding = method.http
                 if binding is None:
                     continue
-                if binding.path in RESERVED_PATHS:
+                if binding.path in RESERVED_PATHS or binding.path.startswith(RESERVED_PREFIXES):
                     _log.warning("%s.%s claims %s, which the bridge serves itself: ignored",
                                  view.name, method.name, binding)
                     continue
