@@ -11,7 +11,8 @@ What the app opens it closes (its cleanup context); an ``rpc_client`` or ``regis
 passed in belongs to the caller, who starts and stops it. Besides the routes the services
 announce, the bridge serves ``/healthz`` (the process answers), ``/readyz`` (broker
 connected, not blocked, registry complete), ``/metrics`` (Prometheus), ``/openapi.json``
-and ``/docs`` (a page that renders it, with no external assets).
+and ``/docs`` (a page that renders it, with no external assets); ``/soap/<service>``
+is the SOAP 1.1 front end (``http_bridge.soap``) over the same routes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .errors import ApiError, error_body
 from .gateway import Gateway
 from .openapi import build_openapi
 from .settings import BridgeSettings
+from .soap import SOAP_PREFIX, SoapEndpoint
 
 GATEWAY = web.AppKey("gateway", Gateway)
 
@@ -59,9 +61,13 @@ def create_app(
         "/docs": _docs,
     }
 
+    soap = SoapEndpoint(gateway)
+
     async def dispatch(request: web.Request) -> web.StreamResponse:
         handler = ops.get(request.path)
         if handler is None:
+            if settings.soap and request.path.startswith(SOAP_PREFIX):
+                return await soap.handle(request)
             return await gateway.handle(request)
         if request.method not in ("GET", "HEAD"):
             error = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here; use GET")

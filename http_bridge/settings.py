@@ -72,9 +72,15 @@ class BridgeSettings:
     # network
     trusted_proxies: tuple[str, ...] = ()  # X-Forwarded-For is honoured only from these
 
+    # SOAP front end (/soap/<service>); the body limit above applies to envelopes too
+    soap: bool = True  # False: /soap/ answers 404
+    soap_max_depth: int = 64  # element nesting of an envelope
+    soap_max_elements: int = 50_000  # elements in one envelope
+
     def __post_init__(self) -> None:
         for name in ("max_body_size", "max_header_size", "max_headers_total", "max_inflight",
-                     "rate_burst", "rate_limit_max_keys", "idempotency_max_entries", "workers"):
+                     "rate_burst", "rate_limit_max_keys", "idempotency_max_entries", "workers",
+                     "soap_max_depth", "soap_max_elements"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bridge.{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("header_timeout", "body_timeout", "default_deadline", "keepalive_timeout"):
