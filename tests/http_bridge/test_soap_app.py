@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import jwt
 import pytest
 
 from amqprpc import RemoteError, RpcTimeout, UnknownService, rpc
@@ -14,8 +16,8 @@ from http_bridge.routing import RouteTable
 from http_bridge.soap.names import SOAP12_ENV, SOAP_ENV, WSDL, WSDL_SOAP, service_namespace, soap_action
 from http_bridge.soap.safexml import Node, parse_xml
 
+from .hostile_xml import BILLION_LAUGHS, xxe
 from .support import FakeRpc, descriptor_of, make_app, run_app
-from .test_soap_xml import BILLION_LAUGHS, xxe
 
 ADMIN_KEY = "ak_soap-admin-key-for-tests"
 READER_KEY = "ak_soap-reader-key-for-tests"
@@ -325,6 +327,31 @@ def only_instance(registry: ServiceRegistry) -> str:
     view = registry.service("shop")
     assert view is not None and len(view.instances) == 1
     return view.instances[0].instance
+
+
+def test_jwt_bearer_tokens_work_as_for_rest(setup):
+    secret = "s" * 40
+
+    async def answer(service, method, kwargs, context):
+        return 1
+
+    app, fake = setup(FakeRpc(answer), jwt_hs256_secret=secret)
+
+    def bearer(roles: list[str], key: str = secret) -> dict[str, str]:
+        claims = {"sub": "carol", "roles": roles, "exp": int(time.time()) + 60}
+        return {"Authorization": "Bearer " + jwt.encode(claims, key, algorithm="HS256")}
+
+    async def scenario(client):
+        restock = envelope("restock", "<s:sku>A</s:sku><s:qty>2</s:qty>")
+        status, _, _ = await post(client, restock, bearer(["admin"]))
+        assert status == 200 and fake.calls[-1]["context"]["user_id"] == "carol"
+        _, found, _ = await post(client, restock, bearer([]))
+        assert found["faultcode"] == "soapenv:Client.Forbidden"
+        _, found, _ = await post(client, restock, bearer(["admin"], key="t" * 40))
+        assert found["faultcode"] == "soapenv:Client.Unauthorized"
+        assert len(fake.calls) == 1
+
+    run_app(app, scenario)
 
 
 def test_idempotency_key_replays_the_reply(setup):

@@ -22,7 +22,7 @@ from http_bridge import BridgeSettings, create_app
 from http_bridge.app import GATEWAY
 from http_bridge.auth import hash_key
 
-from .test_soap_xml import BILLION_LAUGHS
+from .hostile_xml import BILLION_LAUGHS
 
 pytestmark = pytest.mark.integration
 
