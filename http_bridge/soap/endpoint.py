@@ -98,7 +98,7 @@ class SoapEndpoint:
                                        f"{request.content_type or 'untyped'}")
             else:
                 label = f"SOAP {service.name}"
-                label, response = await self._call(request, request_id, service, label)
+                label, response = await self._call(request, request_id, service)
         except ApiError as error:
             response = _fault_response(error, request_id)
         except Exception:  # a bug in the bridge: the client gets an id, the log gets the rest
@@ -108,8 +108,8 @@ class SoapEndpoint:
 
     # ------------------------------------------------------------ the call
 
-    async def _call(self, request: web.Request, request_id: str, service: SoapService,
-                    label: str) -> tuple[str, web.Response]:
+    async def _call(self, request: web.Request, request_id: str,
+                    service: SoapService) -> tuple[str, web.Response]:
         """(metrics label, answer); errors before the operation is known are raised."""
         gateway = self.gateway
         settings = gateway.settings
