@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = _now()
     results: dict[str, Any] = {
-        "command": "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]),
         "started": started.strftime("%Y-%m-%d %H:%M:%S"),
         "options": {"rounds": args.rounds, "duration": args.duration, "quick": args.quick,
                     "only": args.only, "systems": allowed},
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
     results["finished"] = _now().strftime("%Y-%m-%d %H:%M:%S")
     results["uptime_after"] = _uptime()
+    results["git_after"] = git_revision()
     results["load_samples"] = bench.load_samples
     path = write_results(results, args.out, started)
     log(f"results: {path}")
@@ -185,9 +186,8 @@ def versions(bench_python: Path | None) -> dict[str, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    if rev.returncode == 0 and "amqprpc" in found:
-        found["amqprpc"] += f" (git {rev.stdout.strip()})"
+    if "amqprpc" in found:
+        found["amqprpc"] += f" (git {git_revision()})"
     if bench_python is not None:
         bench = venvs.installed_versions(bench_python, ("nameko", "eventlet", "kombu", "amqp", "matplotlib"))
         for name, version in bench.items():
@@ -197,6 +197,17 @@ def versions(bench_python: Path | None) -> dict[str, str]:
     if wrk:
         found["wrk"] = wrk.split()[1] if len(wrk.split()) > 1 else wrk
     return found
+
+
+def git_revision() -> str:
+    """HEAD, plus ``+dirty`` when amqprpc/ or http_bridge/ differ from it: workers import the
+    working tree when they start, so edits made during a run would show up in later cells."""
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if rev.returncode:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "amqprpc", "http_bridge"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()
+    return rev.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def _now() -> datetime.datetime:

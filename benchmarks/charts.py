@@ -42,7 +42,8 @@ def grouped_bars(ax: Any, cells: list[dict[str, Any]], variants: list[str], titl
     ax.set_xticks(range(len(variants)), variants)
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(unit)
-    ax.legend(fontsize=8)
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # room for the legend above the bars
+    ax.legend(fontsize=7, loc="upper right", ncols=len(systems))
 
 
 def throughput(results: dict[str, Any], out: Path) -> Path | None:

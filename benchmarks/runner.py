@@ -169,9 +169,8 @@ class Bench:
         """Start a process in the repository root; stderr (and stdout unless ``pipe``) to a log."""
         log = self.workdir / f"{name}.log"
         sink = log.open("w")
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                       **(env or {})}
-        environment.pop("PYTHONPATH", None)
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the repo root is cwd
+        environment = {**inherited, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
         try:
             popen = subprocess.Popen(
                 argv, cwd=REPO, env=environment, text=True, bufsize=1,

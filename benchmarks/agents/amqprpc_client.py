@@ -16,7 +16,7 @@ from amqprpc import ClusterRpcClient
 def main() -> None:
     p = _common.params()
     payload = "x" * p["payload"]
-    with ClusterRpcClient(p["url"], timeout=p.get("timeout", 120.0)) as client:
+    with ClusterRpcClient(p["url"], timeout=p.get("timeout")) as client:  # None: the default
         method = getattr(client, p["service"]).echo
         if p["mode"] == "inflight":
             inflight(client, method, payload, p)
@@ -46,7 +46,9 @@ def inflight(client: ClusterRpcClient, method: object, payload: str, p: dict) ->
         gc.collect()
         waves.append({"issued_rss_mib": issued_rss / 1024, "after_rss_mib": _common.rss_kib() / 1024,
                       "seconds": time.perf_counter() - t0, "errors": errors,
-                      "pending_after": client._caller.pending_count()})
+                      "pending_after": client._caller.pending_count(),
+                      # diagnostics: deadline timers still queued in the I/O thread
+                      "timers_after": len(getattr(client._connection, "_timers", ()))})
     elapsed = time.perf_counter() - started
     _common.emit("done")
     _common.emit("result", calls=p["waves"] * p["calls"], seconds=elapsed,
