@@ -242,7 +242,8 @@ class Database(DependencyProvider):
         connection.commit()
         if not self.create_tables:
             return
-        for attempt in (1, 2):
+        attempts = 5
+        for attempt in range(1, attempts + 1):
             try:
                 if self.metadata is not None:
                     self.metadata.create_all(connection)
@@ -251,9 +252,10 @@ class Database(DependencyProvider):
                 return
             except sa_exc.DBAPIError:
                 # Several worker processes starting at once: another one created a table
-                # between our check and our CREATE. The second pass finds it.
+                # between our check and our CREATE, and may not have committed it yet (our
+                # CREATE then waits for its lock and fails). A later pass finds the table.
                 connection.rollback()
-                if attempt == 2:
+                if attempt == attempts:
                     raise
 
     def stop(self) -> None:
@@ -402,8 +404,8 @@ def _sqlite_for_workers(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def configure(dbapi_connection: Any, record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may have to wait
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
 
