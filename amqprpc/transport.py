@@ -29,6 +29,7 @@ import itertools
 import logging
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from urllib.parse import unquote, urlsplit
 
 import amqp
 from amqp import spec
+from amqp.transport import TCPTransport
 
 from .exceptions import BrokerError, BrokerUnreachable, ConfigError, ConnectionLost
 from .messages import Outgoing
@@ -60,6 +62,10 @@ ConnectCallback = Callable[["amqp.Channel"], None]
 LostCallback = Callable[[BaseException], None]
 
 _MAX_FRAMES_PER_WAKE = 1000
+_RECV_SIZE = 256 * 1024
+_FRAME_HEADER = struct.Struct(">BHI")
+_FRAME_OVERHEAD = 8  # 7 header bytes + the frame-end octet
+_FRAME_END = 0xCE
 
 
 @dataclass(slots=True)
@@ -507,16 +513,59 @@ class BrokerConnection:
             conn.heartbeat_tick()
 
     def _drain_socket(self, conn: amqp.Connection) -> None:
-        for _ in range(_MAX_FRAMES_PER_WAKE):
+        if isinstance(conn.transport, TCPTransport):
+            self._read_frames(conn)
+            return
+        for _ in range(_MAX_FRAMES_PER_WAKE):  # TLS: let py-amqp read frame by frame
             try:
                 conn.drain_events(timeout=0)
             except TimeoutError:
                 return
 
     @staticmethod
-    def _has_buffered_input(conn: amqp.Connection) -> bool:
+    def _read_frames(conn: amqp.Connection) -> None:
+        """Read what the socket holds in one ``recv`` and dispatch every complete frame.
+
+        py-amqp's own reader makes three ``recv`` calls and two ``settimeout`` calls per
+        frame (nine syscalls and more per delivery); this makes one per wake-up. The
+        unparsed tail stays in py-amqp's ``_read_buffer``, where its own reads (the
+        synchronous waits of declares and cancels, made outside this method) find it.
+        Frame callbacks never wait for the broker, so they never read the socket
+        themselves while frames are held here.
+        """
         transport = conn.transport
-        if getattr(transport, "_read_buffer", b""):
+        try:
+            data = transport.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            raise ConnectionResetError("the broker closed the connection")
+        held = transport._read_buffer
+        buffer = held + data if held else data
+        on_frame = conn.on_inbound_frame
+        offset, end = 0, len(buffer)
+        try:
+            while end - offset >= _FRAME_OVERHEAD:
+                frame_type, channel, size = _FRAME_HEADER.unpack_from(buffer, offset)
+                frame_end = offset + 7 + size
+                if frame_end >= end:
+                    break
+                if buffer[frame_end] != _FRAME_END:
+                    raise amqp.exceptions.UnexpectedFrame(
+                        f"frame end {buffer[frame_end]:#04x} where 0xce was expected")
+                payload = buffer[offset + 7:frame_end]
+                offset = frame_end + 1
+                on_frame((frame_type, channel, payload))
+        finally:
+            transport._read_buffer = buffer[offset:]
+
+    @staticmethod
+    def _has_buffered_input(conn: amqp.Connection) -> bool:
+        """Bytes py-amqp decrypted or buffered that ``select()`` cannot see (TLS only)."""
+        transport = conn.transport
+        if isinstance(transport, TCPTransport):
+            return False  # a buffered tail is a partial frame: its rest is still in the kernel
+        if transport._read_buffer:
             return True
         pending = getattr(transport.sock, "pending", None)  # TLS keeps decrypted bytes
         return bool(pending and pending())
