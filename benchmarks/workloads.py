@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import procstat
-from .runner import Bench, BenchError, Proc, Window, free_port
+from .runner import START_TIMEOUT, Bench, BenchError, Proc, Window, free_port
 from .systems import AMQPRPC, NAMEKO, RAW, System, event_queue
 
 PAYLOADS = {"8 B": 8, "1 KiB": 1024, "64 KiB": 64 * 1024}
@@ -391,9 +391,10 @@ def memory(bench: Bench, systems: Sequence[System]) -> list[Cell]:
 def inflight(bench: Bench, systems: Sequence[System]) -> list[Cell]:
     """6b: one amqprpc client with 10,000 calls in flight, in waves: memory stays bounded.
 
-    Eight waves of ~5-10 s each outlast the default 30 s call timeout, so whatever a call
-    leaves behind until its deadline shows up, and so does whether it is freed."""
-    calls, waves = (2_000, 2) if bench.quick else (10_000, 8)
+    The waves go on for 45 s (at most 20 waves), past the default 30 s call timeout, so
+    whatever a call leaves behind until its deadline shows up, and so does whether it is
+    freed then."""
+    calls, min_seconds, max_waves = (2_000, 0.0, 2) if bench.quick else (10_000, 45.0, 20)
     systems = [s for s in systems if s is AMQPRPC]
     service = bench.name("inflight", "amqprpc")
     servers: dict[str, list[Proc]] = {}
@@ -402,8 +403,8 @@ def inflight(bench: Bench, systems: Sequence[System]) -> list[Cell]:
 
         def measure(system: System, variant: str) -> dict[str, Any]:
             argv = system.client_argv(bench, service=service, payload=8, warmup=100, mode="inflight",
-                                      calls=calls, waves=waves)  # the default call timeout (30 s)
-            window = bench.run_clients([argv], servers["amqprpc"])
+                                      calls=calls, min_seconds=min_seconds, max_waves=max_waves)
+            window = bench.run_clients([argv], servers["amqprpc"], timeout=START_TIMEOUT + 3 * min_seconds)
             result = window.results[0]
             record = {"calls_per_s": result["calls"] / result["seconds"], "errors": result["errors"],
                       "in_flight": calls, "waves": result["waves"],

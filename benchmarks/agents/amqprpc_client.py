@@ -1,7 +1,8 @@
 """amqprpc load client: ``ClusterRpcClient`` with a FIFO window of ``call_async`` futures.
 
 Modes: ``window`` (sequential when the window is 1) and ``inflight`` (waves of N calls all
-issued before any reply is taken: the client's memory must stay bounded).
+issued before any reply is taken, for at least ``min_seconds`` and at most ``max_waves``:
+the client's memory must stay bounded).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def inflight(client: ClusterRpcClient, method: object, payload: str, p: dict) ->
     _common.wait_go()
     waves = []
     started = time.perf_counter()
-    for _ in range(p["waves"]):
+    while len(waves) < p["max_waves"] and (len(waves) < 2 or
+                                             time.perf_counter() - started < p["min_seconds"]):
         t0 = time.perf_counter()
         futures = [call_async(payload) for _ in range(p["calls"])]
         issued_rss = _common.rss_kib()
@@ -51,7 +53,7 @@ def inflight(client: ClusterRpcClient, method: object, payload: str, p: dict) ->
                       "timers_after": len(getattr(client._connection, "_timers", ()))})
     elapsed = time.perf_counter() - started
     _common.emit("done")
-    _common.emit("result", calls=p["waves"] * p["calls"], seconds=elapsed,
+    _common.emit("result", calls=len(waves) * p["calls"], seconds=elapsed,
                  errors=sum(w["errors"] for w in waves), baseline_rss_mib=baseline / 1024,
                  hwm_mib=_common.rss_kib("VmHWM") / 1024, waves=waves)
 
