@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,8 +195,11 @@ class Supervisor:
         return 0 if failed is None else 1
 
     def _start(self, child: Child) -> None:
+        command = child.command
+        if shutil.which("setpriv"):  # if `dev` itself is killed hard, its children go too
+            command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
         child.process = subprocess.Popen(
-            child.command, env=self.environment.env, stdin=subprocess.DEVNULL,
+            command, env=self.environment.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,  # the terminal's Ctrl-C is ours; we stop them in order
         )

@@ -62,8 +62,12 @@ def demo(amqp_vhost_uri: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.
         yield f"http://127.0.0.1:{port}", process, log
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait(10)
+            process.send_signal(signal.SIGINT)  # let dev stop its children in order
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()  # its children follow (parent-death signal)
+                process.wait(10)
             print(log.read_text(errors="replace")[-5000:])
 
 
