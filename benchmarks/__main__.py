@@ -46,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-docs", action="store_true", help="write only the results JSON")
     parser.add_argument("--report", type=Path, metavar="RESULTS.json",
                         help="do not measure: render the report and charts from this results file")
+    parser.add_argument("--baseline", type=Path, metavar="RESULTS.json",
+                        help="an earlier results file: the report shows amqprpc's key figures next to it")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     args = parser.parse_args(argv)
     names = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         results = report.load(args.report)
         results["results_file"] = args.report.name
-        publish(results, args.report, args.docs or REPO / "docs" / "benchmarks.md")
+        publish(results, args.report, args.docs or REPO / "docs" / "benchmarks.md", args.baseline)
         return 0
     workloads = [w for w in ORDER if not args.only or w.name in args.only]
     notes: list[str] = []
@@ -135,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     docs = None if args.no_docs else (args.docs or (None if args.quick or args.only else
                                                      REPO / "docs" / "benchmarks.md"))
     if docs is not None:
-        publish(results, path, docs)
+        publish(results, path, docs, args.baseline)
     failed = any("error" in w or any(c.get("error") for c in w["cells"])
                  for w in results["workloads"].values())
     return 1 if failed else 0
 
 
-def publish(results: dict[str, Any], results_path: Path, docs: Path) -> None:
+def publish(results: dict[str, Any], results_path: Path, docs: Path, baseline_path: Path | None) -> None:
     """Charts (in the bench venv) and the markdown page."""
     charts_dir = docs.parent / docs.stem
     python = venvs.existing_python()
@@ -157,7 +159,11 @@ def publish(results: dict[str, Any], results_path: Path, docs: Path) -> None:
             log(results["charts_note"])
         charts = [line for line in done.stdout.splitlines() if line.strip()]
     results.setdefault("results_file", results_path.name)
-    report.write(results, docs, charts, REPO / "benchmarks" / "analysis.md")
+    baseline = None
+    if baseline_path is not None:
+        baseline = report.load(baseline_path)
+        baseline.setdefault("results_file", baseline_path.name)
+    report.write(results, docs, charts, REPO / "benchmarks" / "analysis.md", baseline)
     log(f"report: {docs}" + (f", charts: {', '.join(charts)}" if charts else ""))
 
 

@@ -249,6 +249,44 @@ def targets_section(results: dict[str, Any]) -> str:
                   "same-round ratios min / **median** / max", "verdict (on the same-round median)"], rows)
 
 
+def baseline_section(results: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """Key amqprpc figures of this run next to an earlier run's (``--baseline``)."""
+    def figures(data: dict[str, Any]) -> dict[str, str]:
+        window = find(cells_of(data, "window"), "amqprpc", "8 B")
+        seq = find(cells_of(data, "seq"), "amqprpc")
+        http = find(cells_of(data, "http"), "amqprpc")
+        out = {}
+        if window:
+            out["100 in flight, 8 B: calls/s (median)"] = fmt(window["rate_median"])
+            out["100 in flight, 8 B: CPU-ms per call client / server / broker / total"] = cpu_ms(window)
+            for other in ("raw", "nameko"):
+                paired = paired_ratios(data, "window", "8 B", "amqprpc", other)
+                if paired:
+                    out[f"100 in flight, 8 B: same-round ratio to {label(other)} (median)"] = (
+                        f"{statistics.median(paired):.2f}x")
+        if seq:
+            out["sequential: p50 / p99 ms"] = f"{fmt(seq['p50_ms'], 2)} / {fmt(seq['p99_ms'], 2)}"
+            out["sequential: CPU-ms per call client / server / broker / total"] = cpu_ms(seq)
+        if http:
+            out["HTTP through the bridge: requests/s (median)"] = fmt(http["rate_median"])
+        return out
+
+    before, after = figures(baseline), figures(results)
+    rows = [f"| {key} | {before.get(key, DASH)} | {after[key]} |" for key in after]
+    if not rows:
+        return ""
+    return table(["figure (amqprpc)", f"before: {baseline.get('results_file', '?')}, {revision(baseline)}",
+                  f"this run: {results.get('results_file', '?')}, {revision(results)}"], rows)
+
+
+def revision(results: dict[str, Any]) -> str:
+    """The amqprpc revision a run measured (and the one at its end, if it changed)."""
+    version = str(results.get("versions", {}).get("amqprpc", "?"))
+    start = version.split("git ", 1)[1].rstrip(")") if "git " in version else version
+    after = results.get("git_after")
+    return f"git {start}" + (f" (git {after} at the end)" if after and after != start else "")
+
+
 def environment_section(results: dict[str, Any]) -> str:
     m = results["machine"]
     broker = results.get("broker", {})
@@ -294,7 +332,8 @@ SECTIONS = (
 )
 
 
-def render(results: dict[str, Any], *, charts: list[str], analysis: str | None) -> str:
+def render(results: dict[str, Any], *, charts: list[str], analysis: str | None,
+           baseline: dict[str, Any] | None = None) -> str:
     """The whole of docs/benchmarks.md."""
     out = [
         "# Benchmarks: amqprpc vs Nameko vs the raw py-amqp limit",
@@ -309,6 +348,10 @@ def render(results: dict[str, Any], *, charts: list[str], analysis: str | None) 
         "```bash",
         results["command"].strip(),
         "```",
+        "",
+        "and this page was rendered from its results with `python -m benchmarks --report "
+        f"benchmarks/results/{results.get('results_file', '?')}"
+        + (f" --baseline benchmarks/results/{baseline.get('results_file', '?')}`." if baseline else "`."),
         "",
         "It builds its own virtualenv for what it compares against (`.cache/bench-venvs/`: "
         "Nameko 2.14.1 from PyPI with the pins of the compat suite, py-amqp for the raw scripts, "
@@ -342,6 +385,12 @@ def render(results: dict[str, Any], *, charts: list[str], analysis: str | None) 
     targets = targets_section(results)
     if targets:
         out += ["## Targets (issue #7)", "", targets, ""]
+    compared = baseline_section(results, baseline) if baseline else ""
+    if compared:
+        out += ["## Against an earlier run", "",
+                "The same workloads measured before a change to amqprpc (the systems it is compared "
+                "with did not change). Each run has its own machine load: compare CPU-ms per call "
+                "and same-round ratios rather than calls/s.", "", compared, ""]
     for key, title, text in SECTIONS:
         section = rpc_section(results, key)
         if section:
@@ -386,10 +435,11 @@ def render(results: dict[str, Any], *, charts: list[str], analysis: str | None) 
     return "\n".join(out)
 
 
-def write(results: dict[str, Any], docs: Path, charts: list[str], analysis_file: Path) -> None:
+def write(results: dict[str, Any], docs: Path, charts: list[str], analysis_file: Path,
+          baseline: dict[str, Any] | None = None) -> None:
     analysis = analysis_file.read_text() if analysis_file.exists() else None
     docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(render(results, charts=charts, analysis=analysis))
+    docs.write_text(render(results, charts=charts, analysis=analysis, baseline=baseline))
 
 
 def load(path: Path) -> dict[str, Any]:
