@@ -308,24 +308,12 @@ class BrokerConnection:
 
     # ---------------------------------------------------------------- any thread
 
-    def publish(
-        self,
-        message: Outgoing,
-        on_confirm: ConfirmCallback | None = None,
-        *,
-        expire: tuple[float, Callable[[], None]] | None = None,
-    ) -> None:
-        """Queue a publish; ``on_confirm(None)`` on broker confirm, ``on_confirm(error)`` if not.
-
-        ``expire=(delay, fn)`` also schedules ``fn`` on the I/O thread ``delay`` seconds
-        from now (a call's deadline) in the same hand-off, sparing a second wake-up.
-        """
+    def publish(self, message: Outgoing, on_confirm: ConfirmCallback | None = None) -> None:
+        """Queue a publish; ``on_confirm(None)`` on broker confirm, ``on_confirm(error)`` if not."""
         if self.in_io_thread() and self._channel is not None:
             self._publish_now(message, on_confirm)
-            if expire is not None:
-                self._schedule(*expire)
         else:
-            self._outbox.put(("publish", message, on_confirm, expire))
+            self._outbox.put(("publish", message, on_confirm))
             self._wake()
 
     def ack(self, delivery: Delivery) -> None:
@@ -352,9 +340,6 @@ class BrokerConnection:
         """Run ``fn()`` on the I/O thread after ``delay`` seconds (a deadline, a retry)."""
         when = _monotonic() + delay
         self.call_soon(lambda: self._schedule_at(when, fn))
-
-    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
-        self._schedule_at(_monotonic() + delay, fn)
 
     def _schedule_at(self, when: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (when, next(self._timer_ids), fn))
@@ -424,17 +409,20 @@ class BrokerConnection:
     def _run(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
+            generation = self.generation
             try:
                 self._connect()
             except RECOVERABLE_ERRORS as exc:
-                self._disconnect(exc, log_level=logging.DEBUG if self.generation else logging.WARNING)
+                # Owners heard of the loss when the last connection broke; a failed attempt
+                # is news only if it got as far as a new channel.
+                self._disconnect(exc, notify=self.generation != generation)
                 if self._fail_fast and not self._first_attempt_done.is_set():
                     self._first_error = exc
                     self._first_attempt_done.set()
                     return
                 _log.warning("%s: cannot reach the broker at %s (%s); retrying in %.1fs",
                              self.name, self.address, exc, backoff)
-                self._stopping.wait(backoff)
+                self._wait_offline(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = 0.1
@@ -450,6 +438,37 @@ class BrokerConnection:
                 self._disconnect(exc)
                 raise
         self._shutdown()
+
+    def _wait_offline(self, seconds: float) -> None:
+        """Between reconnect attempts: keep timers (call deadlines) and calls running.
+
+        Publishes wait in the outbox for the next connection; acks and rejects of the
+        dead one are dropped (the broker has requeued those deliveries).
+        """
+        assert self._wakeup is not None
+        until = _monotonic() + seconds
+        while not self._stopping.is_set():
+            self._run_timers()
+            held: list[tuple[Any, ...]] = []
+            while True:
+                try:
+                    op = self._outbox.get_nowait()
+                except Empty:
+                    break
+                if op[0] == "publish":
+                    held.append(op)
+                elif op[0] == "call":
+                    op[1]()
+            for op in held:
+                self._outbox.put(op)
+            now = _monotonic()
+            if now >= until:
+                return
+            timeout = until - now
+            if self._timers:
+                timeout = max(0.0, min(timeout, self._timers[0][0] - now))
+            select.select([self._wakeup.fileno()], [], [], timeout)
+            self._wakeup.clear()
 
     def _connect(self) -> None:
         address = self.address
@@ -535,7 +554,8 @@ class BrokerConnection:
         """
         transport = conn.transport
         try:
-            data = transport.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+            sock = transport.sock  # gevent's socket would wait despite MSG_DONTWAIT: use the OS one
+            data = getattr(sock, "_sock", sock).recv(_RECV_SIZE, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         if not data:
@@ -579,8 +599,6 @@ class BrokerConnection:
             kind = op[0]
             if kind == "publish":
                 self._publish_now(op[1], op[2])
-                if op[3] is not None:
-                    self._schedule(*op[3])
             elif kind == "ack":
                 self._mark_finished(op[1])
             elif kind == "reject":
@@ -624,7 +642,7 @@ class BrokerConnection:
     def _publish_now(self, message: Outgoing, on_confirm: ConfirmCallback | None) -> None:
         channel = self._channel
         if channel is None:  # not connected: keep it for after the reconnect
-            self._outbox.put(("publish", message, on_confirm, None))
+            self._outbox.put(("publish", message, on_confirm))
             return
         msg = amqp.Message(message.body, **message.properties)
         channel.send_method(
@@ -705,7 +723,7 @@ class BrokerConnection:
 
     # ---------------------------------------------------------------- teardown
 
-    def _disconnect(self, exc: BaseException, log_level: int = logging.DEBUG) -> None:
+    def _disconnect(self, exc: BaseException, notify: bool = True) -> None:
         self._connected.clear()
         self._channel = None
         self._outstanding.clear()
@@ -719,7 +737,7 @@ class BrokerConnection:
                 _log.debug("%s: error while discarding a broken connection", self.name, exc_info=True)
         lost = ConnectionLost(f"{self.name}: connection to the broker lost: {exc}")
         self._fail_unconfirmed(lost)
-        if self.generation:
+        if self.generation and notify:
             for callback in self._on_lost:
                 callback(lost)
 

@@ -254,6 +254,26 @@ def test_caller_blackholed(rabbit_node, service, start_container, client_for):
         serves_again(client, service.name)
 
 
+def test_calls_made_during_an_outage_end_by_their_deadline(rabbit_node, service, start_container,
+                                                            client_for):
+    """Calls made while the client cannot reach the broker end by their deadline, not later."""
+    start_container(service)
+    proxy = FaultProxy("127.0.0.1", rabbit_node.port).start()
+    try:
+        client = client_for(url=proxy.url_for(rabbit_node.url), timeout=1)
+        assert client.call(service.name, "echo", 1) == 1
+    finally:
+        proxy.stop()  # connections reset, nothing listens: every reconnect is refused
+    wait_until(lambda: not client.is_connected, 10, "the client to notice the outage")
+    started = time.monotonic()
+    futures = [client.call_async(service.name, "echo", i) for i in range(3)]
+    for future in futures:
+        kind, outcome = one_outcome(future, by=5)
+        assert kind == "error" and isinstance(outcome, RpcTimeout | ConnectionLost)
+    assert time.monotonic() - started < 3
+    assert client._caller.pending_count() == 0
+
+
 def test_handler_blocking_for_three_heartbeats(rabbit_node, service, start_container, client_for):
     """W6: heartbeats flow while a handler blocks for 3x the heartbeat: no reconnect."""
     container = start_container(service)
