@@ -160,6 +160,8 @@ class EventPublisher:
         if source not in self._declared:
             try:
                 declare_event_exchange(self.connection.channel, source)
+            except ConnectionLost:
+                raise  # not connected: the transport runs this again on the next connection
             except BaseException as exc:
                 settle(future, BrokerError(f"cannot declare exchange {event_exchange(source)!r}: {exc}"))
                 raise  # the channel is gone: the transport reconnects

@@ -448,7 +448,7 @@ class BrokerConnection:
         assert self._wakeup is not None
         until = _monotonic() + seconds
         while not self._stopping.is_set():
-            self._run_timers()
+            self._run_timers(offline=True)
             held: list[tuple[Any, ...]] = []
             while True:
                 try:
@@ -458,7 +458,12 @@ class BrokerConnection:
                 if op[0] == "publish":
                     held.append(op)
                 elif op[0] == "call":
-                    op[1]()
+                    try:
+                        op[1]()
+                    except ConnectionLost:  # it needs a channel: run it on the next connection
+                        held.append(op)
+                    except Exception:
+                        _log.exception("%s: a call scheduled on the I/O thread failed", self.name)
             for op in held:
                 self._outbox.put(op)
             now = _monotonic()
@@ -609,9 +614,18 @@ class BrokerConnection:
             elif cork is not None:  # it may wait for a reply: its frames must go out first
                 cork.flush()
                 with cork.paused():
-                    op[1]()
+                    self._run_call(op[1])
             else:
-                op[1]()
+                self._run_call(op[1])
+
+    def _run_call(self, fn: Callable[[], None]) -> None:
+        """Run a scheduled call; a broken connection propagates (reconnect), a bug is logged."""
+        try:
+            fn()
+        except RECOVERABLE_ERRORS:
+            raise
+        except Exception:
+            _log.exception("%s: a call scheduled on the I/O thread failed", self.name)
 
     def _mark_finished(self, delivery: Delivery) -> None:
         if delivery.generation == self.generation and delivery.tag in self._outstanding:
@@ -658,11 +672,17 @@ class BrokerConnection:
         elif on_confirm is not None:
             on_confirm(None)
 
-    def _run_timers(self) -> None:
+    def _run_timers(self, offline: bool = False) -> None:
         now = _monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, fn = heapq.heappop(self._timers)
-            fn()
+            if not offline:
+                self._run_call(fn)
+                continue
+            try:
+                fn()
+            except Exception:  # no connection to lose: whatever it is, the thread carries on
+                _log.exception("%s: a timer on the I/O thread failed", self.name)
 
     # ---------------------------------------------------------------- py-amqp callbacks
 

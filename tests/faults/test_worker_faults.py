@@ -320,3 +320,31 @@ def test_killed_after_reply_before_ack(rabbit_node, service, start_container, cl
     assert client._caller.pending_count() == 0
     wait_until(lambda: queue_depth(rabbit_node.url, f"rpc-{service.name}") == 0, 10,
                "the redelivered request to be acked")
+
+
+def test_events_dispatched_during_an_outage_go_out_after_it(rabbit_node, unique_name):
+    """A dispatch while the broker is down waits for the next connection: confirmed, not lost."""
+    from amqprpc import EventPublisher
+
+    source = unique_name("src")
+    queue = f"{source}-probe"
+    with broker_admin(rabbit_node.url) as channel:
+        channel.exchange_declare(f"{source}.events", "topic", durable=True, auto_delete=False)
+        channel.queue_declare(queue, durable=True, auto_delete=False)
+        channel.queue_bind(queue, f"{source}.events", "happened")
+    publisher = EventPublisher(rabbit_node.url)
+    publisher.connection.max_backoff = 1.0
+    publisher.start()
+    try:
+        rabbit_node.stop()
+        wait_until(lambda: not publisher.connection.is_connected, 10, "the publisher to notice")
+        future = publisher.dispatch(source, "happened", {"n": 1})
+        rabbit_node.start()
+        future.result(timeout=40)
+        assert queue_depth(rabbit_node.url, queue) == 1
+        publisher.dispatch(source, "happened", {"n": 2}).result(timeout=10)  # still serving
+    finally:
+        publisher.stop()
+        with broker_admin(rabbit_node.url) as channel:
+            channel.queue_delete(queue)
+            channel.exchange_delete(f"{source}.events")
