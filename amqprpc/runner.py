@@ -103,4 +103,5 @@ def _import(module_name: str) -> object:
         if exc.name and module_name.startswith(exc.name):
             raise ConfigError(f"module {module_name!r} not found (looked in {sys.path[0]!r} "
                               "and the installed packages)") from None
-        raise
+        raise ConfigError(f"module {module_name!r} needs {exc.name!r}, which is not installed "
+                          "(for the demo services: pip install 'amqprpc[demo]')") from None

@@ -36,6 +36,15 @@ def test_run_reports_missing_module_and_class():
     assert result.exit_code == EXIT_CONFIG and "has no class 'Nope'" in result.output
 
 
+def test_run_names_a_missing_dependency_of_the_module(tmp_path, monkeypatch):
+    (tmp_path / "needs_missing_dep.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("run", "needs_missing_dep")
+    assert result.exit_code == EXIT_CONFIG
+    assert "needs 'no_such_dependency_xyz', which is not installed" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_config_shows_layers_and_hides_password():
     result = invoke("config", "--broker", "amqp://me:pw@h:1/", env={"AMQPRPC_CONCURRENCY": "3"})
     shown = json.loads(result.output)
