@@ -53,50 +53,60 @@ def cache_root() -> Path:
 
 def venv_dir() -> Path:
     """Where the venv for these requirements and this Python lives."""
-    key = hashlib.sha256("\n".join(REQUIREMENTS).encode()).hexdigest()[:10]
-    python = f"py{sys.version_info.major}.{sys.version_info.minor}"
-    return cache_root() / f"nameko-{NAMEKO_VERSION}-{python}-{key}"
+    return keyed_venv_dir(cache_root(), f"nameko-{NAMEKO_VERSION}", REQUIREMENTS)
 
 
 def ensure_nameko_python() -> tuple[Path, float]:
     """The venv's python, and the seconds spent building it (0.0 when cached)."""
-    target = venv_dir()
+    return ensure_venv(venv_dir(), REQUIREMENTS, READY_MARKER, BUILD_TIMEOUT, NamekoEnvError,
+                       hint='Without PyPI access, deselect this suite with `pytest -m "not compat"`.')
+
+
+# The builder below is shared with the benchmarks' venv (benchmarks/venvs.py).
+
+
+def keyed_venv_dir(root: Path, prefix: str, requirements: tuple[str, ...]) -> Path:
+    """A venv path keyed by the exact requirements and the Python version."""
+    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:10]
+    python = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    return root / f"{prefix}-{python}-{key}"
+
+
+def ensure_venv(target: Path, requirements: tuple[str, ...], marker: str, timeout: float,
+                error: type[Exception], hint: str = "") -> tuple[Path, float]:
+    """``target``'s python, building the venv first if needed; and the seconds that took."""
     python = target / "bin" / "python"
-    if (target / READY_MARKER).exists():
+    if (target / marker).exists():
         return python, 0.0
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building it right now
-        if (target / READY_MARKER).exists():
+        if (target / marker).exists():
             return python, 0.0
         started = time.monotonic()
-        _build(target)
+        building = target.with_name(f"{target.name}.building-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)  # a venv without its marker is incomplete
+        try:
+            for command in ([sys.executable, "-m", "venv", str(building)],
+                            [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                             "--disable-pip-version-check", "--no-input", *requirements]):
+                _run(command, timeout, error, hint)
+            (building / marker).write_text("\n".join(requirements) + "\n")
+            building.rename(target)  # bin/python is a symlink to the base interpreter: movable
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
         return python, time.monotonic() - started
 
 
-def _build(target: Path) -> None:
-    building = target.with_name(f"{target.name}.building-{os.getpid()}")
-    shutil.rmtree(building, ignore_errors=True)
-    shutil.rmtree(target, ignore_errors=True)  # a venv without its marker is incomplete
+def _run(command: list[str], timeout: float, error: type[Exception], hint: str) -> None:
     try:
-        _run([sys.executable, "-m", "venv", str(building)])
-        _run([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet",
-              "--disable-pip-version-check", "--no-input", *REQUIREMENTS])
-        (building / READY_MARKER).write_text("\n".join(REQUIREMENTS) + "\n")
-        building.rename(target)  # bin/python is a symlink to the base interpreter: movable
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-
-
-def _run(command: list[str]) -> None:
-    try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
     except subprocess.CalledProcessError as exc:
-        raise NamekoEnvError(
-            f"building the Nameko {NAMEKO_VERSION} virtualenv failed: `{' '.join(command)}` "
-            f"exited {exc.returncode}:\n{(exc.stderr or exc.stdout)[-3000:]}\n"
-            'Without PyPI access, deselect this suite with `pytest -m "not compat"`.'
+        raise error(
+            f"building a virtualenv failed: `{' '.join(command)}` exited {exc.returncode}:\n"
+            f"{(exc.stderr or exc.stdout)[-3000:]}\n{hint}".rstrip()
         ) from None
     except subprocess.TimeoutExpired:
-        raise NamekoEnvError(f"`{' '.join(command)}` took over {BUILD_TIMEOUT}s") from None
+        raise error(f"`{' '.join(command)}` took over {timeout}s") from None
