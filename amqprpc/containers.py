@@ -24,7 +24,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .config import Config
@@ -32,6 +31,7 @@ from .discovery.announcer import ServiceAnnouncer
 from .exceptions import ConfigError
 from .extensions import DependencyProvider, Entrypoint, ExcInfo, Extension, entrypoints_of
 from .messages import CALL_ID_STACK, Context, child_call_stack
+from .pool import HandlerPool
 from .transport import BrokerConnection
 
 _log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ServiceContainer:
                 f"{service_cls.__name__} has no entrypoints: decorate methods with @rpc, "
                 "@event_handler or @timer"
             )
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool: HandlerPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._inflight = 0
@@ -158,9 +158,7 @@ class ServiceContainer:
         With ``wait``, a broker that cannot be reached raises BrokerUnreachable at once;
         without, the container keeps retrying in the background and serves once it can.
         """
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.config.concurrency, thread_name_prefix=f"amqprpc-{self.service_name}"
-        )
+        self._pool = HandlerPool(self.config.concurrency, f"amqprpc-{self.service_name}")
         try:
             if any(entrypoint.is_async for entrypoint in self.entrypoints):
                 self._start_loop()
@@ -236,9 +234,10 @@ class ServiceContainer:
 
     def submit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the handler pool, counted as in flight until it returns."""
-        assert self._executor is not None, "container not started"
+        pool = self._pool
+        assert pool is not None, "container not started"
         self._enter()
-        self._executor.submit(self._counted, fn)
+        pool.submit(lambda: self._counted(fn))
 
     def _counted(self, fn: Callable[[], None]) -> None:
         try:
@@ -375,9 +374,9 @@ class ServiceContainer:
         ready.wait()
 
     def _stop_pools(self, wait: bool) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait, cancel_futures=True)
-            self._executor = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_pending=True)
+            self._pool = None
         if self._loop is not None and self._loop_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if wait:

@@ -28,6 +28,7 @@ from amqprpc import (
 )
 from amqprpc.testing.pytest import broker_admin
 
+from ..waiting import wait_until
 from .proxy import FaultProxy
 from .rabbit_node import RabbitNode
 
@@ -108,16 +109,6 @@ def client_for(rabbit_node: RabbitNode) -> Iterator[Callable[..., ClusterRpcClie
         client.stop()
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def one_outcome(future: Future[Any], by: float) -> tuple[str, Any]:
     """The call's single outcome, which must arrive by ``by`` seconds from now."""
     try:
@@ -136,7 +127,7 @@ def serves_again(client: ClusterRpcClient, name: str, timeout: float = 40.0) -> 
         except (RpcTimeout, ConnectionLost, UnknownService):
             return False  # UnknownService: the worker has not re-declared its queue yet
 
-    wait_until(answered, timeout, f"{name} to serve again")
+    wait_until(answered, f"{name} to serve again", timeout=timeout)
 
 
 def queue_depth(url: str, queue: str) -> int:
@@ -154,7 +145,7 @@ def test_broker_restart_and_crash(how, rabbit_node, service, start_container, cl
     client = client_for(timeout=5)
     assert client.call(service.name, "echo", 1) == 1
     in_flight = client.call_async(service.name, "hold", 60)
-    wait_until(service.probe.started.is_set, 10, "the call to start")
+    wait_until(service.probe.started.is_set, "the call to start", timeout=10)
     if how == "restart":
         rabbit_node.stop()
     else:
@@ -176,8 +167,8 @@ def test_broker_frozen(rabbit_node, service, start_container, client_for):
     try:
         started = time.monotonic()
         assert one_outcome(client.call_async(service.name, "echo", 2), by=10)[0] == "error"
-        wait_until(lambda: not container.connection.is_connected, 4 * HEARTBEAT + 5,
-                   "the worker to notice the frozen broker")
+        wait_until(lambda: not container.connection.is_connected,
+                   "the worker to notice the frozen broker", timeout=4 * HEARTBEAT + 5)
         assert time.monotonic() - started < 4 * HEARTBEAT + 5
     finally:
         rabbit_node.thaw()
@@ -210,10 +201,10 @@ def test_worker_connection_reset_mid_call(rabbit_node, service, start_container,
         client = client_for(timeout=20)
         assert client.call(service.name, "echo", 1) == 1
         future = client.call_async(service.name, "hold", 20)
-        wait_until(service.probe.started.is_set, 10, "the call to start")
+        wait_until(service.probe.started.is_set, "the call to start", timeout=10)
         service.probe.started.clear()
         proxy.reset()
-        wait_until(service.probe.started.is_set, 20, "the redelivered call to start again")
+        wait_until(service.probe.started.is_set, "the redelivered call to start again", timeout=20)
         service.probe.release.set()
         kind, result = one_outcome(future, by=20)
         assert (kind, result) == ("result", "held")
@@ -231,8 +222,8 @@ def test_worker_blackholed(rabbit_node, service, start_container, client_for):
         assert client.call(service.name, "echo", 1) == 1
         proxy.blackhole()
         assert one_outcome(client.call_async(service.name, "echo", 2), by=10)[0] == "error"
-        wait_until(lambda: not container.connection.is_connected, 4 * HEARTBEAT + 12,
-                   "the worker to notice the silent link")
+        wait_until(lambda: not container.connection.is_connected,
+                   "the worker to notice the silent link", timeout=4 * HEARTBEAT + 12)
         proxy.clear()
         serves_again(client, service.name)
         assert queue_depth(rabbit_node.url, f"rpc-{service.name}") == 0
@@ -264,7 +255,7 @@ def test_calls_made_during_an_outage_end_by_their_deadline(rabbit_node, service,
         assert client.call(service.name, "echo", 1) == 1
     finally:
         proxy.stop()  # connections reset, nothing listens: every reconnect is refused
-    wait_until(lambda: not client.is_connected, 10, "the client to notice the outage")
+    wait_until(lambda: not client.is_connected, "the client to notice the outage", timeout=10)
     started = time.monotonic()
     futures = [client.call_async(service.name, "echo", i) for i in range(3)]
     for future in futures:
@@ -289,7 +280,7 @@ def test_caller_gone_before_the_reply(rabbit_node, service, start_container, cli
     container = start_container(service)
     leaving = client_for(timeout=30)
     future = leaving.call_async(service.name, "hold", 30)
-    wait_until(service.probe.started.is_set, 10, "the call to start")
+    wait_until(service.probe.started.is_set, "the call to start", timeout=10)
     leaving.stop()
     kind, outcome = one_outcome(future, by=5)
     assert kind == "error" and isinstance(outcome, ConnectionLost)
@@ -297,8 +288,8 @@ def test_caller_gone_before_the_reply(rabbit_node, service, start_container, cli
     assert container.wait_idle(10)
     client = client_for()
     assert client.call(service.name, "echo", "still here") == "still here"
-    wait_until(lambda: queue_depth(rabbit_node.url, f"rpc-{service.name}") == 0, 10,
-               "the request to be acked")
+    wait_until(lambda: queue_depth(rabbit_node.url, f"rpc-{service.name}") == 0,
+               "the request to be acked", timeout=10)
 
 
 def test_killed_after_reply_before_ack(rabbit_node, service, start_container, client_for):
@@ -315,11 +306,12 @@ def test_killed_after_reply_before_ack(rabbit_node, service, start_container, cl
     assert sum(service.probe.runs.values()) == 1
     first.kill()
     start_container(service)
-    wait_until(lambda: sum(service.probe.runs.values()) == 2, 20, "the redelivered request to run again")
+    wait_until(lambda: sum(service.probe.runs.values()) == 2,
+               "the redelivered request to run again", timeout=20)
     assert client.call(service.name, "echo", "once") == "once"
     assert client._caller.pending_count() == 0
-    wait_until(lambda: queue_depth(rabbit_node.url, f"rpc-{service.name}") == 0, 10,
-               "the redelivered request to be acked")
+    wait_until(lambda: queue_depth(rabbit_node.url, f"rpc-{service.name}") == 0,
+               "the redelivered request to be acked", timeout=10)
 
 
 def test_events_dispatched_during_an_outage_go_out_after_it(rabbit_node, unique_name):
@@ -337,7 +329,7 @@ def test_events_dispatched_during_an_outage_go_out_after_it(rabbit_node, unique_
     publisher.start()
     try:
         rabbit_node.stop()
-        wait_until(lambda: not publisher.connection.is_connected, 10, "the publisher to notice")
+        wait_until(lambda: not publisher.connection.is_connected, "the publisher to notice", timeout=10)
         future = publisher.dispatch(source, "happened", {"n": 1})
         rabbit_node.start()
         future.result(timeout=40)

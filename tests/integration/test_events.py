@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from amqprpc.cli import main as cli
 from amqprpc.dead_letters import ATTEMPTS_HEADER, ERROR_HEADER
 from amqprpc.dlq import DeadLetterQueue
 from amqprpc.testing.pytest import broker_admin, with_name
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +60,6 @@ class Recorder:
             if not self._changed.wait_for(lambda: len(self.items) >= count, timeout):
                 raise AssertionError(f"expected {count} records within {timeout}s, got {self.items}")
             return list(self.items)
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll broker state that has no push notification (queue depths), with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out after {timeout}s waiting for {what}"
-            return value
-        time.sleep(0.02)
 
 
 def queue_depth(uri: str, queue: str) -> int:

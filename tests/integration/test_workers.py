@@ -15,6 +15,7 @@ import pytest
 
 from amqprpc import ClusterRpcClient
 from amqprpc.testing.pytest import broker_admin
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,16 +71,6 @@ def workers(amqp_uri: str, unique_name, tmp_path_factory) -> Iterator[Callable[.
         channel.queue_delete(f"rpc-{service}")
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def call_when_ready(client: ClusterRpcClient, service: str, method: str, *args: object) -> object:
     """Call once the worker has declared its queue (UnknownService until then)."""
     from amqprpc import UnknownService
@@ -103,7 +94,7 @@ def test_two_workers_share_the_calls(workers, amqp_uri):
             pids = {f.result() for f in [client.call_async(workers.service, "pid") for _ in range(40)]}
             return pids == {first.pid, second.pid}
 
-        wait_until(both_serving, 30, "both workers to answer calls")
+        wait_until(both_serving, "both workers to answer calls", timeout=30)
 
 
 def test_killed_worker_call_is_redelivered_and_answered_once(workers, amqp_uri, tmp_path):
@@ -111,12 +102,12 @@ def test_killed_worker_call_is_redelivered_and_answered_once(workers, amqp_uri, 
     with ClusterRpcClient(amqp_uri, timeout=30) as client:
         assert call_when_ready(client, workers.service, "pid") == first.pid
         future = client.call_async(workers.service, "hold", str(tmp_path))
-        wait_until(lambda: (tmp_path / f"{first.pid}.started").exists(), 10,
-                   "the first worker to start the call")
+        wait_until(lambda: (tmp_path / f"{first.pid}.started").exists(),
+                   "the first worker to start the call", timeout=10)
         second = workers("--concurrency", "1")
         first.stop(signal.SIGKILL)
-        wait_until(lambda: (tmp_path / f"{second.pid}.started").exists(), 20,
-                   "the call to be redelivered to the second worker")
+        wait_until(lambda: (tmp_path / f"{second.pid}.started").exists(),
+                   "the call to be redelivered to the second worker", timeout=20)
         (tmp_path / "release").touch()
         assert future.result() == second.pid
         assert client.call(workers.service, "echo", "next") == "next"
@@ -128,7 +119,7 @@ def test_sigterm_finishes_the_call_in_flight_then_exits_zero(workers, amqp_uri, 
     with ClusterRpcClient(amqp_uri, timeout=30) as client:
         call_when_ready(client, workers.service, "pid")
         future = client.call_async(workers.service, "hold", str(tmp_path))
-        wait_until(lambda: (tmp_path / f"{worker.pid}.started").exists(), 10, "the call to start")
+        wait_until(lambda: (tmp_path / f"{worker.pid}.started").exists(), "the call to start", timeout=10)
         worker.process.send_signal(signal.SIGTERM)
         (tmp_path / "release").touch()
         assert future.result() == worker.pid
@@ -166,11 +157,11 @@ def test_supervisor_restarts_a_dead_worker_and_stops_all(workers, amqp_uri):
             pids = serving_pids()
             return pids if len(pids) == 2 else None
 
-        children = wait_until(two_serving, 30, "two worker processes to serve")
+        children = wait_until(two_serving, "two worker processes to serve", timeout=30)
         victim = sorted(children)[0]
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: (pids := two_serving()) is not None and victim not in pids, 30,
-                   "a replacement worker to serve")
+        wait_until(lambda: (pids := two_serving()) is not None and victim not in pids,
+                   "a replacement worker to serve", timeout=30)
     supervisor.process.send_signal(signal.SIGTERM)
     assert supervisor.process.wait(30) == 0, supervisor.output()
     for pid in children - {victim}:
@@ -196,7 +187,7 @@ def test_health_endpoints(workers, amqp_uri):
         except OSError:
             return 0, {}
 
-    wait_until(lambda: status("/healthz")[0] == 200, 20, "/healthz to answer 200")
+    wait_until(lambda: status("/healthz")[0] == 200, "/healthz to answer 200", timeout=20)
     code, body = status("/readyz")
     assert code == 200 and body["services"][workers.service]["connected"] is True
 
@@ -209,7 +200,7 @@ def test_gevent_pool_serves_and_stops_cleanly(workers, amqp_uri, tmp_path):
         futures = [client.call_async(workers.service, "echo", i) for i in range(200)]
         assert [f.result() for f in futures] == list(range(200))
         held = client.call_async(workers.service, "hold", str(tmp_path))
-        wait_until(lambda: (tmp_path / f"{worker.pid}.started").exists(), 10, "the call to start")
+        wait_until(lambda: (tmp_path / f"{worker.pid}.started").exists(), "the call to start", timeout=10)
         assert client.call(workers.service, "echo", "concurrent") == "concurrent"  # not blocked
         worker.process.send_signal(signal.SIGTERM)
         (tmp_path / "release").touch()

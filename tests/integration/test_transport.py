@@ -1,0 +1,150 @@
+"""The broker connection on the real broker: publishes from many threads at once.
+
+A thread publishing while the I/O thread sleeps writes its publish itself; these tests
+hold that shortcut to what the outbox guaranteed: every publish arrives once, each
+thread's publishes keep their order, and every confirm callback runs once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from amqprpc.messages import Outgoing
+from amqprpc.transport import BrokerConnection
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def queue(broker_uri: str, unique_name: Callable[[str], str]) -> Iterator[str]:
+    name = unique_name("transport")
+    yield name
+    connection = BrokerConnection(broker_uri, name="cleanup", confirms=False)
+    connection.on_connect(lambda channel: channel.queue_delete(name))
+    connection.start()
+    connection.stop()
+
+
+@pytest.fixture
+def connection(broker_uri: str, queue: str) -> Iterator[BrokerConnection]:
+    conn = BrokerConnection(broker_uri, name="transport-test")
+    conn.on_connect(lambda channel: channel.queue_declare(queue, auto_delete=False))
+    conn.start()
+    yield conn
+    conn.stop()
+
+
+def drain(broker_uri: str, queue: str, expected: int) -> list[bytes]:
+    """Every body in ``queue``, in queue order, once ``expected`` of them are there."""
+    connection = BrokerConnection(broker_uri, name="transport-reader", confirms=False)
+    bodies: list[bytes] = []
+    connection.on_connect(lambda channel: connection.consume(
+        queue, lambda delivery: bodies.append(delivery.body), no_ack=True))
+    connection.start()
+    try:
+        wait_until(lambda: len(bodies) >= expected, f"{expected} messages")
+    finally:
+        connection.stop()
+    return bodies
+
+
+def test_publishes_from_many_threads_arrive_once_and_in_each_threads_order(
+    broker_uri: str, connection: BrokerConnection, queue: str
+) -> None:
+    threads, per_thread = 4, 300
+    confirms: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def confirmed(body: str) -> Callable[[BaseException | None], None]:
+        def callback(error: BaseException | None) -> None:
+            with lock:
+                confirms[body] += 1
+                if error is not None:
+                    errors.append(error)
+        return callback
+
+    def publisher(n: int) -> None:
+        for i in range(per_thread):
+            body = f"{n}:{i}"
+            connection.publish(Outgoing("", queue, body.encode()), on_confirm=confirmed(body))
+
+    workers = [threading.Thread(target=publisher, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    wait_until(lambda: sum(confirms.values()) >= threads * per_thread, "every confirm")
+
+    bodies = [body.decode() for body in drain(broker_uri, queue, threads * per_thread)]
+    assert len(bodies) == len(set(bodies)) == threads * per_thread
+    for n in range(threads):
+        sequence = [int(body.split(":")[1]) for body in bodies if body.startswith(f"{n}:")]
+        assert sequence == list(range(per_thread)), f"thread {n} out of order"
+    assert set(confirms.values()) == {1} and not errors
+
+
+def test_an_idle_connection_lets_the_publishing_thread_write(
+    connection: BrokerConnection, queue: str
+) -> None:
+    wakes = 0
+    real_wake = connection._wake
+
+    def counting_wake() -> None:
+        nonlocal wakes
+        wakes += 1
+        real_wake()
+
+    connection._wake = counting_wake  # type: ignore[method-assign]
+    for _ in range(20):
+        done = threading.Event()
+        connection.publish(Outgoing("", queue, b"x"), on_confirm=lambda error, done=done: done.set())
+        assert done.wait(5)
+    # The I/O thread sleeps between publishes: a few may find it busy (a confirm being
+    # read), most must go out without waking it.
+    assert wakes < 10
+
+
+def test_a_blocked_connection_queues_publishes_for_the_io_thread(
+    broker_uri: str, connection: BrokerConnection, queue: str
+) -> None:
+    """A broker that blocked us stops reading: a direct write would stall the caller."""
+    queued = threading.Event()
+    real_wake = connection._wake
+
+    def spying_wake() -> None:
+        queued.set()
+        real_wake()
+
+    connection._wake = spying_wake  # type: ignore[method-assign]
+    connection.blocked_reason = "test: low on memory"
+    try:
+        done = threading.Event()
+        connection.publish(Outgoing("", queue, b"queued"), on_confirm=lambda error: done.set())
+        assert queued.is_set()
+        assert done.wait(5)
+    finally:
+        connection.blocked_reason = None
+    assert drain(broker_uri, queue, 1) == [b"queued"]
+
+
+def test_confirm_callbacks_without_publisher_confirms_run_once(
+    broker_uri: str, queue: str
+) -> None:
+    conn = BrokerConnection(broker_uri, name="transport-noconfirm", confirms=False)
+    conn.on_connect(lambda channel: channel.queue_declare(queue, auto_delete=False))
+    conn.start()
+    calls: list[BaseException | None] = []
+    try:
+        for _ in range(50):
+            conn.publish(Outgoing("", queue, b"x"), on_confirm=calls.append)
+        wait_until(lambda: len(calls) >= 50, "50 callbacks")
+    finally:
+        conn.stop()
+    assert calls == [None] * 50
+    assert len(drain(broker_uri, queue, 50)) == 50
