@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], what: str, timeout: float = 10.0, poll: float = 0.02) -> T:
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 15.0, poll: float = 0.02) -> T:
     """Return ``condition()``'s first truthy value; AssertionError naming ``what`` after ``timeout``.
 
     For state nothing pushes a notification about (queue depths, files, processes).
