@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 
 from benchmarks.report import GROUPS, cells_of, find, label, load
 
-COLORS = {"amqprpc": "#1f77b4", "nameko": "#ff7f0e", "raw": "#7f7f7f"}
-SYSTEMS = ("amqprpc", "nameko", "raw")
+COLORS = {"amqprpc": "#1f77b4", "nameko": "#ff7f0e", "raw": "#7f7f7f", "raw-wire": "#bcbcbc"}
+SYSTEMS = ("amqprpc", "nameko", "raw", "raw-wire")
 
 
 def grouped_bars(ax: Any, cells: list[dict[str, Any]], variants: list[str], title: str, unit: str) -> None:

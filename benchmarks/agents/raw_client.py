@@ -3,6 +3,9 @@
 Each reply (direct reply-to, no-ack) is decoded and checked, and triggers the next
 request from inside the delivery callback; ``connection.blocked`` is not negotiated, so
 publishing there does not re-enter the frame reader. Latency is issue -> reply arrival.
+
+With ``nameko_wire`` it sends what amqprpc and Nameko send: through the ``nameko-rpc``
+topic exchange to ``<service>.echo``, ``mandatory``, with a deadline header and a TTL.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class PipelinedClient:
     def __init__(self, p: dict) -> None:
         self.payload = "x" * p["payload"]
         self.queue = p["queue"]
+        self.nameko_wire = p.get("nameko_wire", False)
+        self.service = p.get("service")
         self.window = p["window"]
         self.connection = _amqp.connect(p["url"])
         self.channel = self.connection.channel()
@@ -39,11 +44,20 @@ class PipelinedClient:
         correlation_id = str(next(self.ids))
         body = json.dumps({"args": [self.payload], "kwargs": {}}).encode()
         self.inflight[correlation_id] = time.perf_counter()
-        self.channel.basic_publish(
-            amqp.Message(body, correlation_id=correlation_id, reply_to=REPLY_TO,
-                         content_type="application/json"),
-            exchange="", routing_key=self.queue,
-        )
+        if self.nameko_wire:
+            self.channel.basic_publish(
+                amqp.Message(body, correlation_id=correlation_id, reply_to=REPLY_TO,
+                             content_type="application/json", content_encoding="utf-8",
+                             application_headers={"x-amqprpc-deadline": time.time() + 30},
+                             expiration="30000"),
+                exchange="nameko-rpc", routing_key=f"{self.service}.echo", mandatory=True,
+            )
+        else:
+            self.channel.basic_publish(
+                amqp.Message(body, correlation_id=correlation_id, reply_to=REPLY_TO,
+                             content_type="application/json"),
+                exchange="", routing_key=self.queue,
+            )
         self.budget -= 1
 
     def on_reply(self, message: amqp.Message) -> None:

@@ -23,6 +23,9 @@ def main() -> None:
     connection = _amqp.connect(p["url"])
     channel = connection.channel()
     channel.queue_declare(p["queue"], durable=False, auto_delete=True)
+    if p.get("bind"):  # Nameko's wire: requests come through the nameko-rpc topic exchange
+        channel.exchange_declare("nameko-rpc", "topic", durable=True, auto_delete=False)
+        channel.queue_bind(p["queue"], "nameko-rpc", p["bind"])
     channel.basic_qos(0, p.get("prefetch", 100), False)
 
     def on_request(message: amqp.Message) -> None:
