@@ -34,23 +34,22 @@ import heapq
 import itertools
 import logging
 import select
-import socket
-import struct
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from time import monotonic as _monotonic
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import amqp
 from amqp import spec
 from amqp.transport import TCPTransport
 
-from .exceptions import BrokerError, BrokerUnreachable, ConfigError, ConnectionLost
+from .address import BrokerAddress
+from .exceptions import BrokerError, BrokerUnreachable, ConnectionLost
+from .framing import RECV_SIZE, Cork, has_buffered_input, read_frames
 from .messages import Outgoing
+from .wakeup import Wakeup
 
 _log = logging.getLogger(__name__)
 
@@ -68,10 +67,6 @@ ConnectCallback = Callable[["amqp.Channel"], None]
 LostCallback = Callable[[BaseException], None]
 
 _MAX_FRAMES_PER_WAKE = 1000
-_RECV_SIZE = 256 * 1024
-_FRAME_HEADER = struct.Struct(">BHI")
-_FRAME_OVERHEAD = 8  # 7 header bytes + the frame-end octet
-_FRAME_END = 0xCE
 
 
 @dataclass(slots=True)
@@ -90,120 +85,6 @@ class Delivery:
     @property
     def headers(self) -> dict[str, Any]:
         return self.properties.get("application_headers") or {}
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where and how to connect, parsed from an ``amqp://`` URL."""
-
-    host: str
-    port: int
-    userid: str
-    password: str
-    virtual_host: str
-    ssl: bool
-
-    @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps"):
-            raise ConfigError(f"broker URL must start with amqp:// or amqps://: {url!r}")
-        ssl = parts.scheme == "amqps"
-        try:
-            port = parts.port or (5671 if ssl else 5672)
-        except ValueError:
-            raise ConfigError(f"broker URL has an invalid port: {url!r}") from None
-        vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=port,
-            userid=unquote(parts.username or "guest"),
-            password=unquote(parts.password or "guest"),
-            virtual_host=vhost,
-            ssl=ssl,
-        )
-
-    def __str__(self) -> str:
-        return f"{'amqps' if self.ssl else 'amqp'}://{self.userid}@{self.host}:{self.port}/"
-
-
-class _Wakeup:
-    """A self-pipe that makes ``select()`` return when another thread has work for it."""
-
-    def __init__(self) -> None:
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-        self._pending = False  # a byte is on its way: later wakes of the same round are free
-
-    def fileno(self) -> int:
-        return self._reader.fileno()
-
-    def wake(self) -> None:
-        # Callers queue their work before waking, and the I/O thread drains the outbox
-        # after clear(), so skipping the send never strands queued work. Under load this
-        # saves a syscall and a GIL hand-off per publish.
-        if self._pending:
-            return
-        self._pending = True
-        try:
-            self._writer.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full: a wake-up is pending already
-
-    def clear(self) -> None:
-        try:
-            while self._reader.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-        # After the bytes are gone: a wake() that saw True queued its work before, and the
-        # caller drains the outbox after this; one that sees False from here on sends again.
-        self._pending = False
-
-    def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
-
-
-class _Cork:
-    """Collect the frames written during one batch and send them with one ``sendall``.
-
-    py-amqp writes each publish and ack with its own syscall; batching a wake-up's worth
-    roughly halves the I/O thread's CPU per message. Frames arrive as views of py-amqp's
-    shared buffer, so each is copied.
-    """
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._chunks: list[bytes] = []
-        self._real_write: Callable[[Any], None] = transport._write
-
-    def _collect(self, data: Any) -> None:
-        self._chunks.append(bytes(data))
-
-    def flush(self) -> None:
-        if self._chunks:
-            data = b"".join(self._chunks)
-            self._chunks.clear()
-            self._real_write(data)
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        self._transport._write = self._real_write
-        try:
-            yield
-        finally:
-            self._transport._write = self._collect
-
-    def __enter__(self) -> _Cork:
-        self._transport._write = self._collect
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._transport._write = self._real_write
-        if exc_info[0] is None:
-            self.flush()
 
 
 class BrokerConnection:
@@ -234,8 +115,8 @@ class BrokerConnection:
 
         self._outbox: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         self._socket_lock = threading.Lock()  # the I/O thread's, except while in select()
-        self._recv_view = memoryview(bytearray(_RECV_SIZE))  # I/O thread only
-        self._wakeup: _Wakeup | None = None
+        self._recv_view = memoryview(bytearray(RECV_SIZE))  # I/O thread only
+        self._wakeup: Wakeup | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._connected = threading.Event()
@@ -277,7 +158,7 @@ class BrokerConnection:
         if self._thread is not None:
             raise RuntimeError(f"{self.name}: already started")
         self._fail_fast = wait
-        self._wakeup = _Wakeup()
+        self._wakeup = Wakeup()
         self._thread = threading.Thread(target=self._run, name=f"amqprpc-io-{self.name}", daemon=True)
         self._thread.start()
         if wait:
@@ -343,7 +224,7 @@ class BrokerConnection:
                 return False
             confirm_after_write = None if self.confirms else on_confirm
             try:
-                with _Cork(conn.transport):
+                with Cork(conn.transport):
                     self._publish_now(message, on_confirm if self.confirms else None)
             except RECOVERABLE_ERRORS:
                 # Not written whole: the I/O thread finds the broken socket when it wakes,
@@ -564,7 +445,7 @@ class BrokerConnection:
         tick = self.heartbeat / 4 if self.heartbeat else 1.0
         while True:
             self._run_timers()
-            with _Cork(conn.transport) as cork:
+            with Cork(conn.transport) as cork:
                 self._drain_outbox(cork)
                 self._flush_acks()
             if self._stopping.is_set():
@@ -572,7 +453,7 @@ class BrokerConnection:
             timeout = tick
             if self._timers:
                 timeout = max(0.0, min(timeout, self._timers[0][0] - _monotonic()))
-            if self._has_buffered_input(conn):
+            if has_buffered_input(conn):
                 timeout = 0.0
             self._socket_lock.release()  # other threads may publish while we sleep
             try:
@@ -581,13 +462,13 @@ class BrokerConnection:
                 self._socket_lock.acquire()
             if wake_fd in readable:
                 self._wakeup.clear()
-            if sock in readable or self._has_buffered_input(conn):
+            if sock in readable or has_buffered_input(conn):
                 self._drain_socket(conn)
             conn.heartbeat_tick()
 
     def _drain_socket(self, conn: amqp.Connection) -> None:
         if isinstance(conn.transport, TCPTransport):
-            self._read_frames(conn, self._recv_view)
+            read_frames(conn, self._recv_view)
             return
         for _ in range(_MAX_FRAMES_PER_WAKE):  # TLS: let py-amqp read frame by frame
             try:
@@ -595,59 +476,7 @@ class BrokerConnection:
             except TimeoutError:
                 return
 
-    @staticmethod
-    def _read_frames(conn: amqp.Connection, into: memoryview) -> None:
-        """Read what the socket holds in one ``recv`` and dispatch every complete frame.
-
-        py-amqp's own reader makes three ``recv`` calls and two ``settimeout`` calls per
-        frame (nine syscalls and more per delivery); this makes one per wake-up. The
-        unparsed tail stays in py-amqp's ``_read_buffer``, where its own reads (the
-        synchronous waits of declares and cancels, made outside this method) find it.
-        Frame callbacks never wait for the broker, so they never read the socket
-        themselves while frames are held here. It reads into a buffer kept for the
-        connection: ``recv(256 KiB)`` would allocate (mmap) and free 256 KiB per wake-up,
-        ~10 µs each.
-        """
-        transport = conn.transport
-        try:
-            sock = transport.sock  # gevent's socket would wait despite MSG_DONTWAIT: use the OS one
-            size = getattr(sock, "_sock", sock).recv_into(into, _RECV_SIZE, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        if not size:
-            raise ConnectionResetError("the broker closed the connection")
-        data = into[:size].tobytes()
-        held = transport._read_buffer
-        buffer = held + data if held else data
-        on_frame = conn.on_inbound_frame
-        offset, end = 0, len(buffer)
-        try:
-            while end - offset >= _FRAME_OVERHEAD:
-                frame_type, channel, size = _FRAME_HEADER.unpack_from(buffer, offset)
-                frame_end = offset + 7 + size
-                if frame_end >= end:
-                    break
-                if buffer[frame_end] != _FRAME_END:
-                    raise amqp.exceptions.UnexpectedFrame(
-                        f"frame end {buffer[frame_end]:#04x} where 0xce was expected")
-                payload = buffer[offset + 7:frame_end]
-                offset = frame_end + 1
-                on_frame((frame_type, channel, payload))
-        finally:
-            transport._read_buffer = buffer[offset:]
-
-    @staticmethod
-    def _has_buffered_input(conn: amqp.Connection) -> bool:
-        """Bytes py-amqp decrypted or buffered that ``select()`` cannot see (TLS only)."""
-        transport = conn.transport
-        if isinstance(transport, TCPTransport):
-            return False  # a buffered tail is a partial frame: its rest is still in the kernel
-        if transport._read_buffer:
-            return True
-        pending = getattr(transport.sock, "pending", None)  # TLS keeps decrypted bytes
-        return bool(pending and pending())
-
-    def _drain_outbox(self, cork: _Cork | None = None) -> None:
+    def _drain_outbox(self, cork: Cork | None = None) -> None:
         while True:
             try:
                 op = self._outbox.get_nowait()

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import click
 
+from ..address import BrokerAddress
 from ..config import Config
 from ..devservers import (
     RABBITMQ_INSTALL,
@@ -42,7 +43,6 @@ from ..devservers import (
     port_open,
     rabbitmq_installed,
 )
-from ..transport import BrokerAddress
 from . import EXIT_BROKER, EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",

@@ -1,0 +1,43 @@
+"""Where the broker is: ``amqp://`` and ``amqps://`` URLs parsed once, checked, printable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from .exceptions import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where and how to connect, parsed from an ``amqp://`` URL."""
+
+    host: str
+    port: int
+    userid: str
+    password: str
+    virtual_host: str
+    ssl: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("amqp", "amqps"):
+            raise ConfigError(f"broker URL must start with amqp:// or amqps://: {url!r}")
+        ssl = parts.scheme == "amqps"
+        try:
+            port = parts.port or (5671 if ssl else 5672)
+        except ValueError:
+            raise ConfigError(f"broker URL has an invalid port: {url!r}") from None
+        vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=port,
+            userid=unquote(parts.username or "guest"),
+            password=unquote(parts.password or "guest"),
+            virtual_host=vhost,
+            ssl=ssl,
+        )
+
+    def __str__(self) -> str:
+        return f"{'amqps' if self.ssl else 'amqp'}://{self.userid}@{self.host}:{self.port}/"
