@@ -12,7 +12,9 @@ passed in belongs to the caller, who starts and stops it. Besides the routes the
 announce, the bridge serves ``/healthz`` (the process answers), ``/readyz`` (broker
 connected, not blocked, registry complete), ``/metrics`` (Prometheus), ``/openapi.json``
 and ``/docs`` (a page that renders it, with no external assets); ``/soap/<service>``
-is the SOAP 1.1 front end (``http_bridge.soap``) over the same routes.
+is the SOAP 1.1 front end (``http_bridge.soap``) over the same routes. With
+``cors_allowed_origins`` set, a middleware (``http_bridge.cors``) answers CORS preflights
+and adds CORS headers to every answer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from aiohttp import web
 from amqprpc import AsyncRpcClient, Config, ServiceRegistry
 
 from .auth import Authenticator
+from .cors import CorsPolicy, cors_middleware
 from .errors import ApiError, error_body
 from .gateway import Gateway
 from .openapi import build_openapi
@@ -49,10 +52,6 @@ def create_app(
     config = config or Config.load()
     settings = settings or BridgeSettings.from_config(config)
     gateway = Gateway(settings, Authenticator.from_settings(settings))
-    app = web.Application(client_max_size=settings.max_body_size)
-    app[GATEWAY] = gateway
-    app.cleanup_ctx.append(_lifespan(gateway, config, rpc_client, registry))
-
     ops: dict[str, Handler] = {
         "/healthz": _healthz,
         "/readyz": _readyz,
@@ -60,6 +59,20 @@ def create_app(
         "/openapi.json": _openapi,
         "/docs": _docs,
     }
+
+    def methods_for(raw_path: str) -> tuple[str, ...] | None:
+        """What a CORS preflight may ask for on ``raw_path`` (None: no such route)."""
+        if raw_path in ops:
+            return ("GET", "HEAD")
+        if settings.soap and raw_path.startswith(SOAP_PREFIX):
+            return ("GET", "HEAD", "POST")
+        return gateway.table().verbs(raw_path)
+
+    policy = CorsPolicy.from_settings(settings)
+    middlewares = [cors_middleware(policy, gateway, methods_for)] if policy is not None else []
+    app = web.Application(client_max_size=settings.max_body_size, middlewares=middlewares)
+    app[GATEWAY] = gateway
+    app.cleanup_ctx.append(_lifespan(gateway, config, rpc_client, registry))
 
     soap = SoapEndpoint(gateway)
 

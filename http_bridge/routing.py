@@ -113,15 +113,7 @@ class RouteTable:
 
     def match(self, verb: str, raw_path: str) -> tuple[Route, dict[str, str]]:
         """The route and its decoded path parameters; ApiError 404 or 405 otherwise."""
-        verbs = self._static.get(raw_path)
-        params: dict[str, str] = {}
-        if verbs is None:
-            for pattern, candidate in self._dynamic:
-                found = pattern.regex.match(raw_path)
-                if found is not None:
-                    verbs = candidate
-                    params = {name: unquote(found.group(name)) for name in pattern.names}
-                    break
+        verbs, params = self._lookup(raw_path)
         if verbs is None:
             raise ApiError(404, "not_found", f"no route for {raw_path}")
         route = verbs.get("GET" if verb == "HEAD" else verb)
@@ -130,6 +122,26 @@ class RouteTable:
             raise ApiError(405, "method_not_allowed", f"{verb} is not allowed here; use {allowed}",
                            headers={"Allow": allowed})
         return route, params
+
+    def verbs(self, raw_path: str) -> tuple[str, ...] | None:
+        """The HTTP methods ``raw_path`` answers (HEAD with GET), None when it is no route."""
+        verbs, _params = self._lookup(raw_path)
+        if verbs is None:
+            return None
+        names = set(verbs)
+        if "GET" in names:
+            names.add("HEAD")
+        return tuple(sorted(names))
+
+    def _lookup(self, raw_path: str) -> tuple[dict[str, Route] | None, dict[str, str]]:
+        verbs = self._static.get(raw_path)
+        if verbs is not None:
+            return verbs, {}
+        for pattern, candidate in self._dynamic:
+            found = pattern.regex.match(raw_path)
+            if found is not None:
+                return candidate, {name: unquote(found.group(name)) for name in pattern.names}
+        return None, {}
 
 
 def _compile(template: str) -> _Pattern:

@@ -9,6 +9,7 @@ environment variables (``AMQPRPC_BRIDGE_PORT=8080``), flags winning over both::
     jwt_issuer = "https://auth.example.com/"
     jwt_audience = "orders-api"
     jwt_rs256_public_key_file = "/etc/amqprpc/jwt.pem"
+    cors_allowed_origins = ["https://app.example.com"]
     default_deadline = 10.0
     [bridge.deadlines]
     "reports.build" = 30.0
@@ -21,9 +22,11 @@ Every limit has a safe default; docs/bridge.md lists them.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from amqprpc import Config, ConfigError
 
@@ -72,6 +75,12 @@ class BridgeSettings:
     # network
     trusted_proxies: tuple[str, ...] = ()  # X-Forwarded-For is honoured only from these
 
+    # CORS (browsers on other origins); no origins: off, no CORS header is ever sent
+    cors_allowed_origins: tuple[str, ...] = ()  # "https://app.example.com", or "*" (not with credentials)
+    cors_allowed_headers: tuple[str, ...] = ()  # request headers allowed besides the ones the bridge reads
+    cors_max_age: int = 600  # seconds a browser may cache a preflight answer
+    cors_allow_credentials: bool = False  # cookies / TLS client certificates on cross-origin calls
+
     # SOAP front end (/soap/<service>); the body limit above applies to envelopes too
     soap: bool = True  # False: /soap/ answers 404
     soap_max_depth: int = 64  # element nesting of an envelope
@@ -96,6 +105,17 @@ class BridgeSettings:
                 raise ConfigError(f"bridge.error_statuses[{key!r}] must be an HTTP status 400..599")
         if not 400 <= self.expected_error_status <= 499:
             raise ConfigError("bridge.expected_error_status must be a 4xx status")
+        # Stored normalised, as browsers send an Origin: lower case, no default port.
+        object.__setattr__(self, "cors_allowed_origins", _origins(self.cors_allowed_origins))
+        if "*" in self.cors_allowed_origins and self.cors_allow_credentials:
+            raise ConfigError("bridge.cors_allowed_origins: '*' cannot be combined with "
+                              "bridge.cors_allow_credentials = true (browsers refuse it); list the origins")
+        for header in self.cors_allowed_headers:
+            if not _HEADER_NAME.match(header):
+                raise ConfigError(f"bridge.cors_allowed_headers: {header!r} is not a header name "
+                                  "(letters, digits and '-'; no '_', which the bridge refuses, no '*')")
+        if self.cors_max_age < 0:
+            raise ConfigError(f"bridge.cors_max_age must not be negative, got {self.cors_max_age!r}")
 
     def deadline_for(self, service: str, method: str) -> float:
         return float(self.deadlines.get(f"{service}.{method}", self.default_deadline))
@@ -124,6 +144,46 @@ class BridgeSettings:
                     values[name] = _convert(known[name], value, key)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Each allowed origin as a browser serialises it; ConfigError naming a bad one."""
+    out: list[str] = []
+    for value in values:
+        text = value.strip()
+        if text == "*":
+            if len(values) > 1:
+                raise ConfigError("bridge.cors_allowed_origins: '*' must be the only entry")
+            return ("*",)
+        problem = None
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            parts, port, problem = None, None, str(exc)
+        if parts is not None and problem is None:
+            if not parts.scheme or not parts.hostname:
+                problem = "expected scheme://host[:port], e.g. https://app.example.com"
+            elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username is not None:
+                problem = "an origin has no path, query, fragment or user (scheme://host[:port])"
+            elif "*" in text:
+                problem = "wildcards are not supported; list each origin, or use '*' alone"
+        if problem is not None:
+            raise ConfigError(f"bridge.cors_allowed_origins: {value!r}: {problem}")
+        assert parts is not None and parts.hostname is not None
+        scheme, host = parts.scheme.lower(), parts.hostname.lower()
+        if ":" in host:
+            host = f"[{host}]"
+        origin = f"{scheme}://{host}"
+        if port is not None and port != _DEFAULT_PORTS.get(scheme):
+            origin += f":{port}"
+        if origin not in out:
+            out.append(origin)
+    return tuple(out)
 
 
 def _convert(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
