@@ -12,11 +12,15 @@
   nobody can guess a key from its hash, and a lookup costs microseconds.
 * JWT: ``Authorization: Bearer <token>``, verified by PyJWT: HS256 with a shared secret
   and/or RS256 with a public key, each only with its own key (no algorithm confusion);
-  ``exp`` and ``sub`` are required, ``iss`` and ``aud`` whenever configured; ``sub`` is
-  the principal and the ``roles`` claim (a list, or a space-separated string) the roles.
+  and/or the identity provider's JWKS URL (``http_bridge.jwks``): a token whose header
+  has a ``kid`` and an asymmetric ``alg`` is verified with that key of the set, fetched
+  and cached without blocking the event loop. ``exp`` and ``sub`` are required, ``iss``
+  and ``aud`` whenever configured; ``sub`` is the principal and the ``roles`` claim (a
+  list, or a space-separated string) the roles.
 
 Errors: credentials that are present but wrong -> 401 with ``WWW-Authenticate``; any
-unexpected failure while checking them -> 401 as well (logged), never a pass.
+unexpected failure while checking them -> 401 as well (logged), never a pass; a token
+whose key could not be fetched from the JWKS URL -> 503 (``jwks``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from multidict import CIMultiDictProxy
 from amqprpc import ConfigError
 
 from .errors import ApiError
+from .jwks import ASYMMETRIC_ALGORITHMS, JwksKeys
 from .settings import BridgeSettings
 
 _log = logging.getLogger(__name__)
@@ -110,10 +115,12 @@ class ApiKeyStore:
 
 
 class JwtVerifier:
-    """Bearer tokens signed HS256 (shared secret) and/or RS256 (public key)."""
+    """Bearer tokens signed HS256 (shared secret), RS256 (public key) and/or by a JWKS key."""
 
     def __init__(self, *, hs256_secret: str = "", rs256_public_key: str = "", issuer: str = "",
-                 audience: str = "", leeway: float = 30.0, roles_claim: str = "roles") -> None:
+                 audience: str = "", leeway: float = 30.0, roles_claim: str = "roles",
+                 jwks: JwksKeys | None = None) -> None:
+        self.jwks = jwks
         self._keys: dict[str, Any] = {}
         if hs256_secret:
             if len(hs256_secret.encode()) < 32:
@@ -135,16 +142,40 @@ class JwtVerifier:
         if self.audience:
             required.append("aud")
         self._options = {"require": required, "verify_aud": bool(self.audience)}
+        # Keys from the network: too short a key is refused, not merely warned about.
+        self._jwks_options = {**self._options, "enforce_minimum_key_length": True}
+
+    async def verify_token(self, token: str) -> Identity:
+        """The identity a token proves, with the static keys or the JWKS; ApiError 401 (or 503)."""
+        if self.jwks is not None:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.PyJWTError as exc:
+                raise _unauthorized(f"invalid token: {exc}", "invalid_token") from None
+            kid, algorithm = header.get("kid"), header.get("alg")
+            if isinstance(kid, str) and isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS:
+                key = await self.jwks.key_for(kid, algorithm)
+                return self._decode(token, key, algorithm, self._jwks_options)
+            if not self._keys:
+                raise _unauthorized("invalid token: expected a kid and an asymmetric alg (RS256, "
+                                    f"ES256, EdDSA...), got alg {algorithm!r}", "invalid_token")
+        return self.verify(token)
 
     def verify(self, token: str) -> Identity:
-        """The identity a token proves; ApiError 401 for any token that does not verify."""
+        """The identity a token proves with the static keys; ApiError 401 for any that does not verify."""
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
-            if key is None:
-                raise jwt.InvalidAlgorithmError(f"algorithm {algorithm!r} is not accepted")
+        except jwt.PyJWTError as exc:
+            raise _unauthorized(f"invalid token: {exc}", "invalid_token") from None
+        key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+        if key is None:
+            raise _unauthorized(f"invalid token: algorithm {algorithm!r} is not accepted", "invalid_token")
+        return self._decode(token, key, algorithm, self._options)
+
+    def _decode(self, token: str, key: Any, algorithm: str, options: dict[str, Any]) -> Identity:
+        try:
             claims = jwt.decode(token, key, algorithms=[algorithm], audience=self.audience,
-                                issuer=self.issuer, leeway=self.leeway, options=self._options)
+                                issuer=self.issuer, leeway=self.leeway, options=options)
         except jwt.ExpiredSignatureError:
             raise _unauthorized("the token has expired", "invalid_token") from None
         except jwt.PyJWTError as exc:
@@ -184,23 +215,32 @@ class Authenticator:
                 public_key = Path(settings.jwt_rs256_public_key_file).read_text(encoding="ascii")
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"bridge: cannot read the RS256 public key: {exc}") from None
-        if settings.jwt_hs256_secret or public_key:
+        jwks = None
+        if settings.jwt_jwks_url:
+            jwks = JwksKeys(settings.jwt_jwks_url, cache_ttl=settings.jwt_jwks_cache_ttl,
+                            refetch_interval=settings.jwt_jwks_refetch_interval,
+                            timeout=settings.jwt_jwks_timeout)
+        if settings.jwt_hs256_secret or public_key or jwks is not None:
             verifier = JwtVerifier(hs256_secret=settings.jwt_hs256_secret, rs256_public_key=public_key,
                                    issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-                                   leeway=settings.jwt_leeway, roles_claim=settings.jwt_roles_claim)
+                                   leeway=settings.jwt_leeway, roles_claim=settings.jwt_roles_claim,
+                                   jwks=jwks)
         return cls(keys, verifier, allow_anonymous=settings.allow_anonymous)
 
-    def identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
-        """The caller's identity, None if no credentials were sent; ApiError 401 if they are bad."""
+    async def identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
+        """The caller's identity, None if no credentials were sent; ApiError 401 if they are bad.
+
+        A coroutine because a token may need its key fetched from the JWKS URL (503 when that fails).
+        """
         try:
-            return self._identify(headers)
+            return await self._identify(headers)
         except ApiError:
             raise
         except Exception:  # a bug or a broken key: refuse, never let the request through
             _log.exception("authentication failed unexpectedly; refusing the request")
             raise _unauthorized("credentials could not be verified", "invalid_token") from None
 
-    def _identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
+    async def _identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
         api_key = headers.getall(API_KEY_HEADER, [])
         authorization = headers.getall("Authorization", [])
         if len(api_key) + len(authorization) > 1:
@@ -218,7 +258,7 @@ class Authenticator:
                 raise _unauthorized("use Authorization: Bearer <token>", "invalid_request")
             if self.jwt is None:
                 raise _unauthorized("bearer tokens are not accepted here", "invalid_token")
-            return self.jwt.verify(token.strip())
+            return await self.jwt.verify_token(token.strip())
         return None
 
     def authorize(self, identity: Identity | None, *, public: bool, roles: tuple[str, ...]) -> Identity:

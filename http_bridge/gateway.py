@@ -106,7 +106,7 @@ class Gateway:
 
     async def _call(self, request: web.Request, request_id: str, route: Route,
                     path_params: dict[str, str]) -> web.Response:
-        identity = self.auth.authorize(self.auth.identify(request.headers), public=route.public,
+        identity = self.auth.authorize(await self.auth.identify(request.headers), public=route.public,
                                        roles=route.roles)
         self.rate.check(identity.principal or f"ip:{self.client_address(request)}")
         self.check_available(route.service)

@@ -9,6 +9,7 @@ environment variables (``AMQPRPC_BRIDGE_PORT=8080``), flags winning over both::
     jwt_issuer = "https://auth.example.com/"
     jwt_audience = "orders-api"
     jwt_rs256_public_key_file = "/etc/amqprpc/jwt.pem"
+    jwt_jwks_url = "https://auth.example.com/.well-known/jwks.json"
     cors_allowed_origins = ["https://app.example.com"]
     default_deadline = 10.0
     [bridge.deadlines]
@@ -25,6 +26,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +51,10 @@ class BridgeSettings:
     jwt_audience: str = ""
     jwt_leeway: float = 30.0
     jwt_roles_claim: str = "roles"
+    jwt_jwks_url: str = ""  # the identity provider's key set (https); tokens name their key by kid
+    jwt_jwks_cache_ttl: float = 300.0  # a fetched key set is refetched after this long
+    jwt_jwks_refetch_interval: float = 30.0  # at most one fetch per this long (unknown kids, failures)
+    jwt_jwks_timeout: float = 5.0  # one fetch, connect to last byte
     allow_anonymous: bool = False  # True: non-public routes without roles need no credentials
 
     # limits
@@ -92,7 +98,8 @@ class BridgeSettings:
                      "soap_max_depth", "soap_max_elements"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bridge.{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("header_timeout", "body_timeout", "default_deadline", "keepalive_timeout"):
+        for name in ("header_timeout", "body_timeout", "default_deadline", "keepalive_timeout",
+                     "jwt_jwks_cache_ttl", "jwt_jwks_refetch_interval", "jwt_jwks_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"bridge.{name} must be positive, got {getattr(self, name)!r}")
         if self.rate_limit < 0:
@@ -105,6 +112,8 @@ class BridgeSettings:
                 raise ConfigError(f"bridge.error_statuses[{key!r}] must be an HTTP status 400..599")
         if not 400 <= self.expected_error_status <= 499:
             raise ConfigError("bridge.expected_error_status must be a 4xx status")
+        if self.jwt_jwks_url:
+            _check_jwks_url(self.jwt_jwks_url)
         # Stored normalised, as browsers send an Origin: lower case, no default port.
         object.__setattr__(self, "cors_allowed_origins", _origins(self.cors_allowed_origins))
         if "*" in self.cors_allowed_origins and self.cors_allow_credentials:
@@ -184,6 +193,27 @@ def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
         if origin not in out:
             out.append(origin)
     return tuple(out)
+
+
+def _check_jwks_url(url: str) -> None:
+    """https only: a key set fetched in clear text lets whoever is on the path mint tokens."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and host and _is_loopback(host):
+        return  # a local identity provider (development, tests)
+    raise ConfigError(f"bridge.jwt_jwks_url must be an https:// URL (http:// only for localhost), "
+                      f"got {url!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _convert(f: dataclasses.Field[Any], value: Any, source: str) -> Any:

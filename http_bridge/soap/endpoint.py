@@ -113,7 +113,7 @@ class SoapEndpoint:
         """(metrics label, answer); errors before the operation is known are raised."""
         gateway = self.gateway
         settings = gateway.settings
-        identity = gateway.auth.identify(request.headers)
+        identity = await gateway.auth.identify(request.headers)
         if identity is None and not service.any_public:
             gateway.auth.authorize(None, public=False, roles=())  # 401 before the body is read
         gateway.rate.check(identity.principal if identity else f"ip:{gateway.client_address(request)}")
