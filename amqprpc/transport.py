@@ -30,6 +30,7 @@ Errors from amqp/socket are translated once, here, into ``BrokerError`` subclass
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
@@ -116,6 +117,7 @@ class BrokerConnection:
         self._outbox: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         self._socket_lock = threading.Lock()  # the I/O thread's, except while in select()
         self._recv_view = memoryview(bytearray(RECV_SIZE))  # I/O thread only
+        self._write_failed: BaseException | None = None  # a direct publish broke the stream
         self._wakeup: Wakeup | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -203,8 +205,8 @@ class BrokerConnection:
             if self._channel is not None:
                 self._publish_now(message, on_confirm)
                 return
-        elif self._publish_direct(message, on_confirm):
-            return
+        elif asyncio._get_running_loop() is None and self._publish_direct(message, on_confirm):
+            return  # (never on an event loop: a broker that stops reading would stall it)
         self._outbox.put(("publish", message, on_confirm))
         self._wake()
 
@@ -226,11 +228,13 @@ class BrokerConnection:
             try:
                 with Cork(conn.transport):
                     self._publish_now(message, on_confirm if self.confirms else None)
-            except RECOVERABLE_ERRORS:
-                # Not written whole: the I/O thread finds the broken socket when it wakes,
-                # and the queued copy goes out on the next connection.
+            except RECOVERABLE_ERRORS as exc:
+                # Maybe half a frame went out: the stream is unusable. The I/O thread raises
+                # this when it next holds the lock, reconnects, and the queued copy goes
+                # out on the new connection.
                 if self.confirms:
                     self._unconfirmed.pop(self._publish_seq, None)
+                self._write_failed = exc
                 return False
         finally:
             self._socket_lock.release()
@@ -460,6 +464,8 @@ class BrokerConnection:
                 readable, _, _ = select.select([sock, wake_fd], [], [], timeout)
             finally:
                 self._socket_lock.acquire()
+            if self._write_failed is not None:
+                raise self._write_failed
             if wake_fd in readable:
                 self._wakeup.clear()
             if sock in readable or has_buffered_input(conn):
@@ -626,6 +632,7 @@ class BrokerConnection:
 
     def _disconnect(self, exc: BaseException, notify: bool = True) -> None:
         self._connected.clear()
+        self._write_failed = None
         self._channel = None
         self._outstanding.clear()
         self._consumers.clear()

@@ -148,3 +148,55 @@ def test_confirm_callbacks_without_publisher_confirms_run_once(
         conn.stop()
     assert calls == [None] * 50
     assert len(drain(broker_uri, queue, 50)) == 50
+
+
+def test_a_direct_write_that_fails_reconnects_and_publishes_once(
+    broker_uri: str, connection: BrokerConnection, queue: str
+) -> None:
+    """Half a frame may have gone out: the stream is dropped, the publish goes out again."""
+    transport = connection._conn.transport  # type: ignore[union-attr]
+    real_write = transport._write
+    failures: list[int] = []
+
+    def write_once_broken(data: object) -> None:
+        if not failures:
+            failures.append(1)
+            raise BrokenPipeError("simulated: the socket broke mid-write")
+        real_write(data)
+
+    transport._write = write_once_broken
+    generation = connection.generation
+    outcomes: list[BaseException | None] = []
+    connection.publish(Outgoing("", queue, b"survivor"), on_confirm=outcomes.append)
+    wait_until(lambda: outcomes, "the publish to be confirmed")
+    assert failures == [1]
+    assert connection.generation == generation + 1  # it reconnected
+    assert outcomes == [None]
+    assert drain(broker_uri, queue, 1) == [b"survivor"]
+
+
+def test_publishes_from_an_event_loop_go_through_the_io_thread(
+    connection: BrokerConnection, queue: str
+) -> None:
+    """A broker that stops reading must never stall an event loop in a socket write."""
+    import asyncio
+
+    wakes = 0
+    real_wake = connection._wake
+
+    def counting_wake() -> None:
+        nonlocal wakes
+        wakes += 1
+        real_wake()
+
+    connection._wake = counting_wake  # type: ignore[method-assign]
+
+    async def publish() -> BaseException | None:
+        loop = asyncio.get_running_loop()
+        confirmed: asyncio.Future[BaseException | None] = loop.create_future()
+        connection.publish(Outgoing("", queue, b"from a loop"), on_confirm=lambda error:
+                           loop.call_soon_threadsafe(confirmed.set_result, error))
+        return await asyncio.wait_for(confirmed, 5)
+
+    assert asyncio.run(publish()) is None
+    assert wakes == 1
