@@ -7,6 +7,7 @@ thread's publishes keep their order, and every confirm callback runs once.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,6 +38,20 @@ def connection(broker_uri: str, queue: str) -> Iterator[BrokerConnection]:
     conn.start()
     yield conn
     conn.stop()
+
+
+@pytest.fixture
+def wakes(connection: BrokerConnection) -> list[int]:
+    """Counts the I/O thread's wake-ups: one per publish that went through the outbox."""
+    count: list[int] = []
+    real_wake = connection._wake
+
+    def counting_wake() -> None:
+        count.append(1)
+        real_wake()
+
+    connection._wake = counting_wake  # type: ignore[method-assign]
+    return count
 
 
 def drain(broker_uri: str, queue: str, expected: int) -> list[bytes]:
@@ -90,43 +105,26 @@ def test_publishes_from_many_threads_arrive_once_and_in_each_threads_order(
 
 
 def test_an_idle_connection_lets_the_publishing_thread_write(
-    connection: BrokerConnection, queue: str
+    connection: BrokerConnection, queue: str, wakes: list[int]
 ) -> None:
-    wakes = 0
-    real_wake = connection._wake
-
-    def counting_wake() -> None:
-        nonlocal wakes
-        wakes += 1
-        real_wake()
-
-    connection._wake = counting_wake  # type: ignore[method-assign]
     for _ in range(20):
         done = threading.Event()
         connection.publish(Outgoing("", queue, b"x"), on_confirm=lambda error, done=done: done.set())
         assert done.wait(5)
     # The I/O thread sleeps between publishes: a few may find it busy (a confirm being
     # read), most must go out without waking it.
-    assert wakes < 10
+    assert len(wakes) < 10
 
 
 def test_a_blocked_connection_queues_publishes_for_the_io_thread(
-    broker_uri: str, connection: BrokerConnection, queue: str
+    broker_uri: str, connection: BrokerConnection, queue: str, wakes: list[int]
 ) -> None:
     """A broker that blocked us stops reading: a direct write would stall the caller."""
-    queued = threading.Event()
-    real_wake = connection._wake
-
-    def spying_wake() -> None:
-        queued.set()
-        real_wake()
-
-    connection._wake = spying_wake  # type: ignore[method-assign]
     connection.blocked_reason = "test: low on memory"
     try:
         done = threading.Event()
         connection.publish(Outgoing("", queue, b"queued"), on_confirm=lambda error: done.set())
-        assert queued.is_set()
+        assert wakes == [1]
         assert done.wait(5)
     finally:
         connection.blocked_reason = None
@@ -176,20 +174,9 @@ def test_a_direct_write_that_fails_reconnects_and_publishes_once(
 
 
 def test_publishes_from_an_event_loop_go_through_the_io_thread(
-    connection: BrokerConnection, queue: str
+    connection: BrokerConnection, queue: str, wakes: list[int]
 ) -> None:
     """A broker that stops reading must never stall an event loop in a socket write."""
-    import asyncio
-
-    wakes = 0
-    real_wake = connection._wake
-
-    def counting_wake() -> None:
-        nonlocal wakes
-        wakes += 1
-        real_wake()
-
-    connection._wake = counting_wake  # type: ignore[method-assign]
 
     async def publish() -> BaseException | None:
         loop = asyncio.get_running_loop()
@@ -199,4 +186,4 @@ def test_publishes_from_an_event_loop_go_through_the_io_thread(
         return await asyncio.wait_for(confirmed, 5)
 
     assert asyncio.run(publish()) is None
-    assert wakes == 1
+    assert wakes == [1]
