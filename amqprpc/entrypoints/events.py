@@ -13,8 +13,12 @@ Topology per handler type (the queues Nameko 2.x declares, so both interoperate)
 
         [<source>.events] --(event_type)--> evt-<source>-<type> --> svc-a, svc-b, ...
 
-    BROADCAST: one exclusive, auto-delete queue per running instance; every instance
-    handles every event dispatched while it runs.
+    BROADCAST: one queue per instance; every instance handles every event. By default the
+    id is random, new at each start, and the queue exclusive and auto-delete: an instance
+    gets the events dispatched while it runs. With ``broadcast_identifier`` (a hostname, a
+    configured name) the id is stable and the queue durable, not exclusive, not
+    auto-delete (Nameko's reliable broadcast): a restarted instance gets what was
+    dispatched while it was down, and instances sharing one id compete for its events.
 
         [<source>.events] --(event_type)--> evt-<source>-<type>--<svc>.<method>-<id1> --> #1
                            \\-------------> evt-<source>-<type>--<svc>.<method>-<id2> --> #2
@@ -31,8 +35,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from ..containers import WorkerContext
 from ..dead_letters import Received, RetryPolicy, attempts_of, dead_letter, retry_copy
@@ -61,6 +67,12 @@ from .consuming import ConsumesQueue
 
 _log = logging.getLogger(__name__)
 
+BroadcastIdentifier = str | Callable[[], str]
+
+# The queue-name characters of the AMQP 0-9-1 grammar: safe for every broker and tool, and
+# what hostnames and configured instance names are made of.
+_BROADCAST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]+")
+
 
 class EventHandler(ConsumesQueue, Entrypoint):
     """Handle ``event_type`` events of the service ``source``; the method gets the payload.
@@ -72,6 +84,13 @@ class EventHandler(ConsumesQueue, Entrypoint):
     are retried all the same). ``reliable_delivery=False`` makes a pool or singleton queue
     auto-delete (gone, with its events, when its last consumer stops), as in Nameko: set it
     to match a Nameko service that declares the same queue that way.
+
+    ``broadcast_identifier`` (BROADCAST only): the instance's id in its queue name, a str
+    or a zero-argument callable evaluated at setup (``socket.gethostname``), instead of a
+    random one: Nameko's overridden ``EventHandler.broadcast_identifier``. Its queue is then
+    reliable (durable, kept while the instance is down) unless ``reliable_delivery=False``
+    (exclusive and auto-delete, like the random id's). A BROADCAST handler without it is
+    never reliable, so it refuses ``reliable_delivery=True``, as Nameko does.
     """
 
     def __init__(
@@ -84,12 +103,17 @@ class EventHandler(ConsumesQueue, Entrypoint):
         retry_delay: float = 1.0,
         max_retry_delay: float = 60.0,
         expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
-        reliable_delivery: bool = True,
+        reliable_delivery: bool | None = None,
+        broadcast_identifier: BroadcastIdentifier | None = None,
     ) -> None:
         check_event_names(source, event_type)
         if handler_type not in HANDLER_TYPES:
             raise ConfigError(f"handler_type must be one of {', '.join(HANDLER_TYPES)}, "
                               f"got {handler_type!r}")
+        self.reliable_delivery = _reliable_delivery(source, event_type, handler_type,
+                                                    reliable_delivery, broadcast_identifier)
+        self.broadcast_identifier = broadcast_identifier
+        self.broadcast_id = ""  # the resolved id, once set up (BROADCAST only)
         try:
             self.retry = RetryPolicy(max_attempts, retry_delay, max_retry_delay)
         except ValueError as exc:
@@ -100,7 +124,6 @@ class EventHandler(ConsumesQueue, Entrypoint):
         self.source = source
         self.event_type = event_type
         self.handler_type = handler_type
-        self.reliable_delivery = reliable_delivery and handler_type != BROADCAST
         self.queue_name = ""
         self.dead_letter_queue_name = ""
         self._consumer_tag: str | None = None
@@ -121,27 +144,62 @@ class EventHandler(ConsumesQueue, Entrypoint):
         _check_takes_payload(container.service_cls, method)
         self._config = container.config
         self._connection: BrokerConnection = container.connection
-        broadcast_id = uuid.uuid4().hex if self.handler_type == BROADCAST else ""
-        self.queue_name = check_name(
-            handler_queue(self.source, self.event_type, self.handler_type, service, method,
-                          broadcast_id), "queue name")
-        # A broadcast queue dies with its instance; its dead letters must outlive it.
-        dlq_base = (handler_queue(self.source, self.event_type, SERVICE_POOL, service, method)
-                    + "-broadcast" if self.handler_type == BROADCAST else self.queue_name)
-        self.dead_letter_queue_name = check_name(dead_letter_queue(dlq_base), "queue name")
-        for name in self.declared_queues:
-            check_name(name, "queue name")
+        who = f"{container.service_cls.__name__}.{method}"
+        if self.handler_type == BROADCAST:
+            self.broadcast_id = self._resolve_broadcast_id(who)
+        try:
+            self.queue_name = check_name(
+                handler_queue(self.source, self.event_type, self.handler_type, service, method,
+                              self.broadcast_id), "queue name")
+            # A random broadcast id dies with its instance; its dead letters must outlive
+            # it, in one DLQ all instances share. A stable id keeps its own, as a pool does.
+            dlq_base = (handler_queue(self.source, self.event_type, SERVICE_POOL, service, method)
+                        + "-broadcast" if self.handler_type == BROADCAST
+                        and self.broadcast_identifier is None else self.queue_name)
+            self.dead_letter_queue_name = check_name(dead_letter_queue(dlq_base), "queue name")
+            for name in self.declared_queues:
+                check_name(name, "queue name")
+        except ConfigError as exc:
+            raise ConfigError(f"{who}: {exc}") from None
         self._connection.on_connect(self._declare_and_consume)
+
+    def _resolve_broadcast_id(self, who: str) -> str:
+        """The id in this instance's broadcast queue name: random, or the configured one."""
+        option = self.broadcast_identifier
+        if option is None:
+            return uuid.uuid4().hex
+        source = repr(option)
+        if callable(option):
+            source = f"{getattr(option, '__qualname__', None) or repr(option)}()"
+            try:
+                value: object = option()
+            except Exception as exc:
+                raise ConfigError(f"{who}: broadcast_identifier {source} raised "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        else:
+            value = option
+        if not isinstance(value, str):
+            raise ConfigError(f"{who}: broadcast_identifier {source} must give a str, "
+                              f"got {type(value).__name__} {value!r}")
+        if not value:
+            raise ConfigError(f"{who}: broadcast_identifier {source} is empty; it names this "
+                              f"instance's broadcast queue")
+        if not _BROADCAST_ID.fullmatch(value):
+            raise ConfigError(f"{who}: broadcast_identifier {value!r} may only contain letters, "
+                              f"digits, '-', '_', '.' and ':' (it goes into a queue name)")
+        return value
 
     def _declare_and_consume(self, channel: Any) -> None:
         if self._stopping:
             return
         config = self._config
         declare_event_exchange(channel, self.source)
-        # Nameko's flags exactly: durable always, exclusive for broadcast, auto-delete unless
-        # reliable (another flag or argument and declaring over Nameko's queue would fail).
+        # Nameko's flags exactly: durable always, exclusive for broadcast unless reliable,
+        # auto-delete unless reliable (another flag or argument and declaring over Nameko's
+        # queue would fail).
         channel.queue_declare(
-            self.queue_name, durable=True, exclusive=self.handler_type == BROADCAST,
+            self.queue_name, durable=True,
+            exclusive=self.handler_type == BROADCAST and not self.reliable_delivery,
             auto_delete=not self.reliable_delivery,
             arguments=service_queue_arguments(config, dead_letter_to=self.dead_letter_queue_name)
             if self.reliable_delivery else None,  # quorum queues cannot be exclusive/auto-delete
@@ -228,6 +286,28 @@ class EventHandler(ConsumesQueue, Entrypoint):
 
 
 event_handler = EventHandler.decorator
+
+
+def _reliable_delivery(source: str, event_type: str, handler_type: str, reliable: bool | None,
+                       identifier: BroadcastIdentifier | None) -> bool:
+    """``reliable_delivery`` as declared, or its default: Nameko's, except that a BROADCAST
+    handler with a random id is unreliable (Nameko refuses it instead of defaulting)."""
+    handler = f"@event_handler({source!r}, {event_type!r}, handler_type={handler_type!r})"
+    if identifier is not None:
+        if handler_type != BROADCAST:
+            raise ConfigError(f"{handler}: broadcast_identifier is for BROADCAST handlers only")
+        if not (isinstance(identifier, str) or callable(identifier)):
+            raise ConfigError(f"{handler}: broadcast_identifier must be a str or a zero-argument "
+                              f"callable returning one, got {type(identifier).__name__}")
+    if handler_type != BROADCAST:
+        return True if reliable is None else reliable
+    if identifier is None:
+        if reliable:
+            raise ConfigError(f"{handler}: reliable_delivery=True needs a broadcast_identifier; "
+                              f"the default id is random, new at each start, so its queue "
+                              f"cannot outlive the instance")
+        return False
+    return True if reliable is None else reliable
 
 
 def _check_takes_payload(service_cls: type, method_name: str) -> None:
