@@ -185,3 +185,16 @@ def test_queues_declared_as_nameko_does_are_accepted(container_factory, unique_n
     with broker_admin(amqp_uri) as channel:
         with pytest.raises(amqp.exceptions.NotFound):  # gone with it
             channel.queue_declare(loose_queue, passive=True)
+
+
+def test_quorum_queue_type_applies_as_to_a_pool_queue(container_factory, unique_name, source,
+                                                      publisher, amqp_uri):
+    seen = Recorder()
+    container = container_factory(cache_service(unique_name("cache"), source, "node-1", seen),
+                                  queue_type="quorum")
+    queue = container.entrypoints[0].queue_name
+    with broker_admin(amqp_uri) as channel:  # a classic declaration of a quorum queue is refused
+        with pytest.raises(amqp.exceptions.PreconditionFailed):
+            channel.queue_declare(queue, durable=True, auto_delete=False)
+    dispatch_all(publisher, source, "invalidate", ["q"])
+    assert [key for _, _, key in seen.wait_for(1)] == ["q"]
