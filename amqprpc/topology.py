@@ -8,7 +8,9 @@ PRECONDITION_FAILED and closes the channel, so amqprpc declares what Nameko 2.14
     queue     evt-<source>-<type>--<service>.<method>     SERVICE_POOL: durable
     queue     evt-<source>-<type>                         SINGLETON: durable
     queue     evt-<source>-<type>--<service>.<method>-<id> BROADCAST: durable, exclusive,
-                                                          auto-delete (one per instance)
+                                                          auto-delete (one per instance);
+                                                          with a broadcast_identifier and
+                                                          reliable delivery: durable only
 
 No queue above carries arguments, so retries and dead letters never need one: a failed
 event is republished to a delay queue of our own (``<queue>.retry.<ms>``, a TTL that
