@@ -22,7 +22,11 @@ Once-only effects: ``self.db.once()`` records the call's ``request_id`` (the sam
 redeliveries of one request) in ``amqprpc_processed_requests``, inside the handler's
 transaction. It returns True the first time and False when a committed (or concurrently
 running) execution already recorded it, so a request that is delivered twice changes
-data once. See docs/databases.md for the pattern.
+data once. A concurrent duplicate waits on the key's row lock; where the database then
+aborts its transaction instead of answering (PostgreSQL REPEATABLE READ/SERIALIZABLE, a
+MariaDB deadlock among three or more), ``once()`` retries in a new transaction if it was
+the transaction's first statement, and otherwise raises :class:`OnceConflict`. See
+docs/databases.md ("Duplicates and once()").
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
         f"amqprpc.Database needs SQLAlchemy ({_missing}): pip install 'amqprpc[sql]'"
     ) from _missing
 
-from ..exceptions import ConfigError
+from ..exceptions import AmqpRpcError, ConfigError
 from ..extensions import DependencyProvider, ExcInfo
 
 if TYPE_CHECKING:
@@ -52,7 +56,7 @@ if TYPE_CHECKING:
 
     from ..containers import WorkerContext
 
-__all__ = ["Database", "WorkerSession", "processed_requests"]
+__all__ = ["Database", "OnceConflict", "WorkerSession", "processed_requests"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ PROCESSED_TABLE = "amqprpc_processed_requests"
 MAX_KEY_LENGTH = 128
 MAX_HANDLER_LENGTH = 160
 CONNECT_TIMEOUT = 10  # seconds; psycopg would otherwise wait for the OS (minutes)
+ONCE_ATTEMPTS = 5  # tries of once() when the database aborts it over a concurrent duplicate
 
 #: Where ``once()`` records what ran. Add it to your migrations (Alembic:
 #: ``processed_requests.to_metadata(Base.metadata)``) or let ``create_tables=True`` make it.
@@ -84,6 +89,17 @@ _PACKAGES = {"psycopg": "psycopg[binary]", "pymysql": "pymysql", "aiomysql": "ai
              "aiosqlite": "aiosqlite", "asyncpg": "asyncpg", "pysqlite": "sqlite3 (stdlib)"}
 
 
+class OnceConflict(AmqpRpcError):
+    """``once()`` could not answer because another execution of the same key ran at once.
+
+    Either the database aborted this transaction (a serialization failure or a deadlock)
+    and ``once()`` was not the transaction's first statement, so it could not retry
+    without losing the handler's earlier work; or the wait for the other execution hit
+    the database's lock timeout. The call fails and its transaction is rolled back, so
+    nothing of it is kept; a retry (events retry by themselves) gets a clear answer.
+    """
+
+
 class WorkerSession(Session):
     """The ``Session`` a sync handler sees as ``self.db``, plus :meth:`once`."""
 
@@ -96,15 +112,22 @@ class WorkerSession(Session):
         where the natural identity of the effect is not the request. Keys are scoped by
         ``service.method``. A second execution of the same request (a redelivery after
         the first one committed) gets False and should skip its writes; one running
-        concurrently waits for the first to commit or roll back.
+        concurrently waits for the first to commit (False) or roll back (True). Call it
+        first in the handler: then a transaction the database aborts over the duplicate
+        is retried here, else that is :class:`OnceConflict`.
         """
-        stmt = _once_insert(self.get_bind().dialect.name, _once_row(self.worker_ctx, key))
-        try:
-            result = self.execute(stmt)
-        except sa_exc.DBAPIError as exc:
-            _raise_if_missing_table(exc)
-            raise
-        return _inserted(result)
+        row = _once_row(self.worker_ctx, key)
+        stmt = _once_insert(self.get_bind().dialect.name, row)
+        first = _starts_transaction(self)
+        self.flush()  # the handler's pending writes: their errors are theirs, not once()'s
+        for attempt in range(1, ONCE_ATTEMPTS + 1):
+            try:
+                return _inserted(self.execute(stmt))
+            except sa_exc.DBAPIError as exc:
+                if not _once_failed(exc, row, first, attempt):
+                    raise
+            self.rollback()  # only our own insert was in it
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @functools.cache
@@ -119,13 +142,18 @@ def _async_session_class() -> type[AsyncSession]:
 
         async def once(self, key: str | None = None) -> bool:
             """Awaitable :meth:`WorkerSession.once`."""
-            stmt = _once_insert(self.get_bind().dialect.name, _once_row(self.worker_ctx, key))
-            try:
-                result = await self.execute(stmt)
-            except sa_exc.DBAPIError as exc:
-                _raise_if_missing_table(exc)
-                raise
-            return _inserted(result)
+            row = _once_row(self.worker_ctx, key)
+            stmt = _once_insert(self.get_bind().dialect.name, row)
+            first = _starts_transaction(self)
+            await self.flush()
+            for attempt in range(1, ONCE_ATTEMPTS + 1):
+                try:
+                    return _inserted(await self.execute(stmt))
+                except sa_exc.DBAPIError as exc:
+                    if not _once_failed(exc, row, first, attempt):
+                        raise
+                await self.rollback()
+            raise AssertionError("unreachable: the last attempt returns or raises")
 
     return AsyncWorkerSession
 
@@ -378,6 +406,69 @@ def _raise_if_missing_table(exc: sa_exc.DBAPIError) -> None:
             f"once() needs the table {PROCESSED_TABLE}: create it with your migrations "
             "(amqprpc.dependencies.sqlalchemy.processed_requests) or Database(create_tables=True)"
         ) from exc
+
+
+def _starts_transaction(session: Any) -> bool:
+    """Whether the next statement begins the session's transaction (nothing to lose on retry)."""
+    return not (session.in_transaction() or session.new or session.dirty or session.deleted)
+
+
+def _once_failed(exc: sa_exc.DBAPIError, row: dict[str, Any], first: bool, attempt: int) -> bool:
+    """True: roll back and run once() again. False: not ours, re-raise. Else raise ours.
+
+    Retrying is safe only when once() began the transaction: the rollback then loses
+    nothing but our own insert, and the new transaction sees what the other committed.
+    """
+    _raise_if_missing_table(exc)
+    kind = _conflict_kind(exc)
+    if kind is None:
+        return False
+    what = f"once() for {row['handler']} key {row['request_id']!r}"
+    reason = _reason(exc)
+    if kind == "timeout":
+        raise OnceConflict(
+            f"{what}: gave up waiting for another transaction that holds this key (on SQLite: "
+            f"the database's write lock) ({reason}); the call is rolled back") from exc
+    if not first:
+        raise OnceConflict(
+            f"{what}: the database aborted this transaction because another execution ran at "
+            f"the same time ({reason}); the call is rolled back. Call once() before the "
+            "handler's other statements and it retries by itself") from exc
+    if attempt == ONCE_ATTEMPTS:
+        raise OnceConflict(f"{what}: still aborted after {attempt} attempts ({reason})") from exc
+    _log.info("%s: %s; retrying in a new transaction", what, reason)
+    return True
+
+
+# PostgreSQL SQLSTATEs, MySQL/MariaDB error numbers, SQLite (extended) result codes.
+_ABORTED_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_TIMEOUT_SQLSTATES = {"55P03"}  # lock_not_available (lock_timeout)
+_ABORTED_MYSQL = {1213, 1020}  # deadlock; record changed since last read (snapshot isolation)
+_TIMEOUT_MYSQL = {1205}  # innodb_lock_wait_timeout
+_SQLITE_BUSY_SNAPSHOT = 517
+
+
+def _conflict_kind(exc: sa_exc.DBAPIError) -> str | None:
+    """"aborted" (serialization failure, deadlock), "timeout" (lock wait ran out) or None."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _ABORTED_SQLSTATES:
+        return "aborted"
+    if sqlstate in _TIMEOUT_SQLSTATES:
+        return "timeout"
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool):  # pymysql, aiomysql
+        if args[0] in _ABORTED_MYSQL:
+            return "aborted"
+        if args[0] in _TIMEOUT_MYSQL:
+            return "timeout"
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        if code == _SQLITE_BUSY_SNAPSHOT:
+            return "aborted"
+        if code & 0xFF in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED: the busy timeout ran out
+            return "timeout"
+    return None
 
 
 # ---------------------------------------------------------------- engines
