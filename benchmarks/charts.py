@@ -23,6 +23,11 @@ COLORS = {"amqprpc": "#1f77b4", "nameko": "#ff7f0e", "raw": "#7f7f7f", "raw-wire
 SYSTEMS = ("amqprpc", "nameko", "raw", "raw-wire")
 
 
+def tick_label(system: str) -> str:
+    """A system's name under its bars: long names wrap so neighbours do not overlap."""
+    return label(system).replace(", ", ",\n")
+
+
 def grouped_bars(ax: Any, cells: list[dict[str, Any]], variants: list[str], title: str, unit: str) -> None:
     systems = [s for s in SYSTEMS if any(c["system"] == s for c in cells)]
     width = 0.8 / max(1, len(systems))
@@ -79,7 +84,7 @@ def latency(results: dict[str, Any], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (workload, variant, title) in zip(axes[0], panels, strict=True):
         cells = [c for c in cells_of(results, workload) if c["variant"] == variant and c["p50_ms"]]
-        names = [label(c["system"]) for c in cells]
+        names = [tick_label(c["system"]) for c in cells]
         xs = range(len(cells))
         ax.bar([x - 0.2 for x in xs], [c["p50_ms"] for c in cells], 0.4, label="p50",
                color=[COLORS[c["system"]] for c in cells])
@@ -118,7 +123,7 @@ def cpu(results: dict[str, Any], out: Path) -> Path | None:
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         for x, total in enumerate(bottoms):
             ax.text(x, total, f"{total:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(row)), [label(c["system"]) for c in row], fontsize=8)
+        ax.set_xticks(range(len(row)), [tick_label(c["system"]) for c in row], fontsize=8)
         ax.set_ylabel("CPU-ms per call")
         ax.set_title(f"100 in flight, {variant}: client / server / broker", fontsize=10)
     fig.suptitle("CPU per call (bottom to top: client, server, broker)", fontsize=11)
