@@ -28,7 +28,11 @@ the copy that retries or dead-letters it is confirmed by the broker. A handler t
 is retried ``max_attempts - 1`` times with exponential backoff (``retry_delay`` doubling up
 to ``max_retry_delay``) through ``<queue>.retry.<ms>`` delay queues, then dead-lettered to
 ``<queue>.dlq`` with its error and attempt count. An event that cannot be decoded goes to
-the DLQ at once. The worker keeps consuming whatever happens. See docs/events.md.
+the DLQ at once. On a classic queue, an event the broker redelivers (the worker that had it
+died, or lost its connection, before the ack) counts as a failed attempt too: an event
+that kills every worker taking it ends in the DLQ instead of looping (quorum queues have
+the broker count deliveries). The worker keeps consuming whatever happens. See
+docs/events.md.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ from ..transport import BrokerConnection, Delivery
 from .consuming import ConsumesQueue
 
 _log = logging.getLogger(__name__)
+
+
+class WorkerLost(Exception):
+    """An earlier delivery of the event never finished: what a redelivery records as its error."""
 
 BroadcastIdentifier = str | Callable[[], str]
 
@@ -128,6 +136,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
         self.dead_letter_queue_name = ""
         self._consumer_tag: str | None = None
         self._stopping = False
+        self._counts_redeliveries = False
 
     @property
     def declared_queues(self) -> list[str]:
@@ -144,6 +153,10 @@ class EventHandler(ConsumesQueue, Entrypoint):
         _check_takes_payload(container.service_cls, method)
         self._config = container.config
         self._connection: BrokerConnection = container.connection
+        # A quorum queue counts deliveries itself (delivery_limit); only reliable queues are
+        # quorum queues (exclusive or auto-delete ones cannot be).
+        quorum = self.reliable_delivery and self._config.queue_type == "quorum"
+        self._counts_redeliveries = not quorum
         who = f"{container.service_cls.__name__}.{method}"
         if self.handler_type == BROADCAST:
             self.broadcast_id = self._resolve_broadcast_id(who)
@@ -216,6 +229,13 @@ class EventHandler(ConsumesQueue, Entrypoint):
         received = Received(delivery.body, delivery.properties, delivery.exchange,
                             delivery.routing_key)
         attempts = attempts_of(delivery.headers)
+        if delivery.redelivered and self._counts_redeliveries:
+            # Whoever had it died mid-way (or its connection did). Nothing returned to count
+            # that attempt, so count it here, before running the event again.
+            self._failed(delivery, received, attempts + 1, WorkerLost(
+                "an earlier delivery did not finish: the worker that had it died, or lost its "
+                "connection to the broker, before the ack"))
+            return
         try:
             payload = decode(delivery.body, delivery.properties.get("content_type"),
                              self._config.max_message_size)
@@ -228,7 +248,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
             self.container, self, (payload,), {},
             decode_context(delivery.headers, self._config.header_prefix),
             request_id=delivery.properties.get("message_id"),
-            redelivered=delivery.redelivered,
+            redelivered=delivery.redelivered or attempts > 0,  # it may have run before
         )
 
         def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:

@@ -471,6 +471,47 @@ def test_event_of_a_killed_worker_is_handled_by_another(container_factory, uniqu
         log.close()
 
 
+def test_an_event_that_kills_every_worker_ends_in_the_dlq(container_factory, unique_name, source,
+                                                         amqp_uri, publisher):
+    """On a classic queue the broker does not count deliveries: each redelivery counts as a
+    failed attempt, so a crash loop stops at ``max_attempts`` instead of going on forever."""
+    started = threading.Semaphore(0)
+    release = threading.Event()
+    runs: list[tuple[Any, bool]] = []
+    service = unique_name("crashy")
+
+    class Crashy:
+        name = service
+        ctx = CallContext()
+
+        @event_handler(source, "job", max_attempts=2, retry_delay=0.01)
+        def job(self, payload: Any) -> None:
+            runs.append((payload, self.ctx.redelivered))
+            started.release()
+            release.wait(30)  # "dies" here: the test kills its container
+
+    try:
+        first = container_factory(Crashy)
+        handler = first.entrypoints[0]
+        dispatch_all(publisher, source, "job", ["poison"])
+        assert started.acquire(timeout=WAIT)
+        first.kill()  # run 1 lost: the broker redelivers it
+        second = container_factory(Crashy)  # counts the lost run, retries it after 10 ms
+        assert started.acquire(timeout=WAIT)
+        second.kill()  # run 2 lost too: that was the last attempt
+        container_factory(Crashy)
+        wait_until(lambda: queue_depth(amqp_uri, handler.dead_letter_queue_name) == 1, "the dead letter")
+    finally:
+        release.set()
+    assert runs == [("poison", False), ("poison", True)]
+    with DeadLetterQueue(handler.queue_name, config=Config(broker_url=amqp_uri)) as dlq:
+        [letter] = dlq.peek()
+    assert (letter.attempts, letter.error_type, letter.body) == (
+        2, "amqprpc.entrypoints.events.WorkerLost", b'"poison"')
+    assert "did not finish" in (letter.error or "")
+    assert queue_depth(amqp_uri, handler.queue_name) == 0
+
+
 # ---------------------------------------------------------------- wire compatibility
 
 
