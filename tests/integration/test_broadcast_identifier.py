@@ -4,33 +4,18 @@ per identifier, kept while its instance is down, shared by instances that share 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import amqp
 import pytest
 
-from amqprpc import BROADCAST, CallContext, EventPublisher, event_handler
+from amqprpc import BROADCAST, CallContext, event_handler
 from amqprpc.testing.pytest import broker_admin
 from tests.integration.test_events import Recorder, dispatch_all, queue_depth
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def source(unique_name, amqp_uri) -> Iterator[str]:
-    """A unique event source; its exchange is deleted after the test."""
-    name = unique_name("src")
-    yield name
-    with broker_admin(amqp_uri) as channel:
-        channel.exchange_delete(f"{name}.events")
-
-
-@pytest.fixture
-def publisher(amqp_uri) -> Iterator[EventPublisher]:
-    with EventPublisher(amqp_uri) as events:
-        yield events
 
 
 def cache_service(name: str, source: str, identifier: str | Callable[[], str], seen: Recorder,

@@ -67,21 +67,6 @@ def queue_depth(uri: str, queue: str) -> int:
         return int(channel.queue_declare(queue, passive=True).message_count)
 
 
-@pytest.fixture
-def source(unique_name, amqp_uri) -> Iterator[str]:
-    """A unique event source; its exchange is deleted after the test."""
-    name = unique_name("src")
-    yield name
-    with broker_admin(amqp_uri) as channel:
-        channel.exchange_delete(f"{name}.events")
-
-
-@pytest.fixture
-def publisher(amqp_uri) -> Iterator[EventPublisher]:
-    with EventPublisher(amqp_uri) as events:
-        yield events
-
-
 def dispatch_all(publisher: EventPublisher, source: str, event_type: str, payloads: list[Any]) -> None:
     futures = [publisher.dispatch(source, event_type, payload) for payload in payloads]
     for future in futures:
