@@ -222,7 +222,8 @@ class BrokerConnection:
         try:
             conn = self._conn
             if (conn is None or self._channel is None or self.blocked_reason is not None
-                    or self._stopping.is_set() or not self._outbox.empty()):
+                    or self._write_failed is not None or self._stopping.is_set()
+                    or not self._outbox.empty()):
                 return False
             confirm_after_write = None if self.confirms else on_confirm
             try:
