@@ -1,4 +1,9 @@
-"""Where the broker is: ``amqp://`` and ``amqps://`` URLs parsed once, checked, printable."""
+"""Where the broker is: ``amqp://`` and ``amqps://`` URLs parsed once, checked, printable.
+
+A broker URL may name several nodes of a cluster, separated by ``;`` (as kombu writes
+them): ``amqp://u:p@node1:5672/;amqp://u:p@node2:5672/``. Connections try them in order
+and move on to the next when one cannot be reached.
+"""
 
 from __future__ import annotations
 
@@ -41,3 +46,13 @@ class BrokerAddress:
 
     def __str__(self) -> str:
         return f"{'amqps' if self.ssl else 'amqp'}://{self.userid}@{self.host}:{self.port}/"
+
+
+def parse_broker_urls(urls: str) -> list[BrokerAddress]:
+    """Every node a ``;``-separated broker URL names, in order; ConfigError names a bad one."""
+    parts = [part.strip() for part in urls.split(";")]
+    if not any(parts):
+        raise ConfigError(f"broker URL is empty: {urls!r}")
+    if not all(parts):
+        raise ConfigError(f"broker URL has an empty entry between ';': {urls!r}")
+    return [BrokerAddress.from_url(part) for part in parts]

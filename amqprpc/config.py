@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .address import parse_broker_urls
 from .exceptions import ConfigError
 from .extensions import DependencyProvider
 
@@ -64,8 +65,10 @@ class Config(DependencyProvider, Mapping[str, Any]):
             raise ConfigError(f"serializer must be 'json' or 'msgpack', got {self.serializer!r}")
         if self.queue_type not in ("classic", "quorum"):
             raise ConfigError(f"queue_type must be 'classic' or 'quorum', got {self.queue_type!r}")
-        if not self.broker_url.startswith(("amqp://", "amqps://")):
-            raise ConfigError(f"broker_url must start with amqp:// or amqps://: {self.broker_url!r}")
+        try:
+            parse_broker_urls(self.broker_url)
+        except ConfigError as exc:
+            raise ConfigError(f"broker_url: {exc}") from None
 
     @property
     def effective_prefetch(self) -> int:
@@ -188,7 +191,11 @@ def _merge(
             raise ConfigError(f"{name} from {source} must be {kind.__name__}: {value!r}")
 
 
-def _mask_password(url: str) -> str:
+def _mask_password(urls: str) -> str:
+    return ";".join(_mask_one_password(url) for url in urls.split(";"))
+
+
+def _mask_one_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not at or ":" not in credentials:

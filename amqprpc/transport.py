@@ -46,7 +46,7 @@ import amqp
 from amqp import spec
 from amqp.transport import TCPTransport
 
-from .address import BrokerAddress
+from .address import BrokerAddress, parse_broker_urls
 from .exceptions import BrokerError, BrokerUnreachable, ConnectionLost
 from .framing import RECV_SIZE, Cork, has_buffered_input, read_frames
 from .messages import Outgoing
@@ -105,7 +105,8 @@ class BrokerConnection:
         confirms: bool = True,
         max_backoff: float = 10.0,
     ) -> None:
-        self.address = BrokerAddress.from_url(url)
+        self.addresses: list[BrokerAddress] = parse_broker_urls(url)
+        self.address = self.addresses[0]  # the node tried next; moves on when it is unreachable
         self.name = name
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
@@ -167,8 +168,9 @@ class BrokerConnection:
             self._first_attempt_done.wait()
             if self._first_error is not None:
                 self.stop()
+                where = ", ".join(str(address) for address in self.addresses)
                 raise BrokerUnreachable(
-                    f"cannot connect to the broker at {self.address}: {self._first_error}"
+                    f"cannot connect to the broker at {where}: {self._first_error}"
                 ) from self._first_error
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -339,6 +341,7 @@ class BrokerConnection:
 
     def _run_locked(self) -> None:
         backoff = 0.1
+        failed_in_a_row = 0  # nodes that could not be reached since the last connection
         while not self._stopping.is_set():
             generation = self.generation
             try:
@@ -347,16 +350,23 @@ class BrokerConnection:
                 # Owners heard of the loss when the last connection broke; a failed attempt
                 # is news only if it got as far as a new channel.
                 self._disconnect(exc, notify=self.generation != generation)
+                failed_in_a_row += 1
+                unreachable, self.address = self.address, self._next_address()
+                if failed_in_a_row % len(self.addresses):  # another node left to try: at once
+                    _log.warning("%s: cannot reach the broker at %s (%s); trying %s",
+                                 self.name, unreachable, exc, self.address)
+                    continue
                 if self._fail_fast and not self._first_attempt_done.is_set():
                     self._first_error = exc
                     self._first_attempt_done.set()
                     return
                 _log.warning("%s: cannot reach the broker at %s (%s); retrying in %.1fs",
-                             self.name, self.address, exc, backoff)
+                             self.name, unreachable, exc, backoff)
                 self._wait_offline(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = 0.1
+            failed_in_a_row = 0
             self._first_attempt_done.set()
             try:
                 self._serve()
@@ -369,6 +379,10 @@ class BrokerConnection:
                 self._disconnect(exc)
                 raise
         self._shutdown()
+
+    def _next_address(self) -> BrokerAddress:
+        """The node after the current one, in the order the URL gives (round robin)."""
+        return self.addresses[(self.addresses.index(self.address) + 1) % len(self.addresses)]
 
     def _wait_offline(self, seconds: float) -> None:
         """Between reconnect attempts: keep timers (call deadlines) and calls running.

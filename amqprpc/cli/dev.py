@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import click
 
-from ..address import BrokerAddress
+from ..address import parse_broker_urls
 from ..config import Config
 from ..devservers import (
     RABBITMQ_INSTALL,
@@ -122,7 +122,7 @@ def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, 
 
 
 def _provide_broker(config: Config, state_dir: Path, environment: DevEnvironment) -> None:
-    address = BrokerAddress.from_url(config.broker_url)
+    address = parse_broker_urls(config.broker_url)[0]
     if amqp_answers(address.host, address.port):
         environment.notes.append(f"broker: {address.host}:{address.port} (configured)")
         environment.env["AMQPRPC_BROKER_URL"] = config.broker_url

@@ -32,7 +32,9 @@ def test_layers(tmp_path):
         ({"AMQPRPC_CONCURRENCY": "lots"}, "concurrency from environment must be int"),
         ({"AMQPRPC_CONCURRENCY": "0"}, "concurrency must be at least 1"),
         ({"AMQPRPC_SERIALIZER": "pickle"}, "serializer must be 'json' or 'msgpack'"),
-        ({"AMQPRPC_BROKER_URL": "http://x"}, "broker_url must start with amqp://"),
+        ({"AMQPRPC_BROKER_URL": "http://x"}, "broker_url: broker URL must start with amqp://"),
+        ({"AMQPRPC_BROKER_URL": "amqp://a/;;amqp://b/"}, "broker_url: broker URL has an empty entry"),
+        ({"AMQPRPC_BROKER_URL": "amqp://a/;redis://b/"}, "broker URL must start with amqp:// or amqps://: .redis://b/."),
     ],
 )
 def test_bad_values_name_the_problem(env, message):
