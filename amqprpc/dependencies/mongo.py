@@ -12,7 +12,8 @@ Ownership, in the lifecycle vocabulary of ``extensions``:
   is published), aborted when it raised, the session always ended in
   ``worker_teardown``. The session is *bound* (pymongo's ``ClientSession.bind``) to the
   handler's thread or task, so every operation the handler makes joins the transaction
-  without passing ``session=``; code the handler runs in other threads does not.
+  without passing ``session=``; code the handler runs in other threads does not. The
+  handle has no write concern of its own: the commit carries the client's.
 
 ``async def`` handlers get a pymongo ``AsyncDatabase`` from an ``AsyncMongoClient`` that
 lives on the container's loop; their transaction is begun, committed and ended by
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 try:
     import pymongo
+    from pymongo import WriteConcern
     from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
 except ImportError as _missing:  # pragma: no cover - depends on the installation
     raise ImportError(f"amqprpc.Mongo needs pymongo ({_missing}): pip install 'amqprpc[mongo]'") \
@@ -100,7 +102,7 @@ class Mongo(DependencyProvider):
         try:
             if False in kinds:
                 self.client = pymongo.MongoClient(str(url), **options)
-                self.db = self.client.get_database(self.database)
+                self.db = self.client.get_database(self.database, **self._in_transaction())
                 self.client.admin.command("ping")
             if True in kinds:
                 self._setup_async(str(url), options)
@@ -120,10 +122,21 @@ class Mongo(DependencyProvider):
         async def connect() -> None:
             # Created on the loop that will use it.
             self.async_client = AsyncMongoClient(url, **options)
-            self.async_db = self.async_client.get_database(self.database)
+            self.async_db = self.async_client.get_database(self.database, **self._in_transaction())
             await self.async_client.admin.command("ping")
 
         asyncio.run_coroutine_threadsafe(connect(), loop).result()
+
+    def _in_transaction(self) -> dict[str, Any]:
+        """Options for the handle a transactional handler gets: no write concern of its own.
+
+        Operations in a transaction must not carry a write concern (the server refuses:
+        "Cannot set write concern after starting a transaction", code 72); the commit
+        carries the client's. pymongo leaves it out only for an explicit ``session=``, not
+        for a session bound with ``ClientSession.bind`` (seen with pymongo 4.20), so with a
+        URL's ``w=majority`` or ``journal=true`` every write of the call would fail.
+        """
+        return {"write_concern": WriteConcern()} if self.transaction else {}
 
     def stop(self) -> None:
         self._close_quietly()
