@@ -39,6 +39,11 @@ that fires after ~4 s (values under a minute are "not supported" in production, 
 
     RabbitNode(advanced_config="[{rabbit, [{channel_tick_interval, 1000},"
                                " {consumer_timeout, 3000}]}].")
+
+Several nodes form a cluster when they share an Erlang cookie (``cookie=``): boot them
+together with :meth:`~RabbitNode.launch` then :meth:`~RabbitNode.wait_ready` (both cores
+work at once), then ``stop_app``/``join_cluster``/``start_app`` through :meth:`~RabbitNode.ctl`
+(tests/cluster/ does this).
 """
 
 from __future__ import annotations
@@ -160,7 +165,8 @@ class RabbitNode:
 
     ``rabbitmq_conf`` is appended to the generated ``rabbitmq.conf`` (new-style
     ``key = value`` lines); ``advanced_config`` replaces the empty ``advanced.config``;
-    ``env`` adds or overrides environment variables of the server process.
+    ``env`` adds or overrides environment variables of the server process. ``cookie`` is the
+    Erlang cookie (default: a random one); nodes that should cluster must share it.
     """
 
     def __init__(
@@ -170,6 +176,7 @@ class RabbitNode:
         advanced_config: str = "[].",
         env: Mapping[str, str] | None = None,
         niceness: int = 0,
+        cookie: str | None = None,
     ) -> None:
         self.nodename = f"amqprpc-test-{os.getpid()}-{next(_counter)}@localhost"
         self.port = free_port()
@@ -185,7 +192,7 @@ class RabbitNode:
         self._proc: subprocess.Popen[bytes] | None = None
         self._beam_pid: int | None = None
         self._frozen = False
-        self._write_files(rabbitmq_conf, advanced_config)
+        self._write_files(rabbitmq_conf, advanced_config, cookie or os.urandom(16).hex().upper())
 
     # -- public API --------------------------------------------------------------------------
 
@@ -219,6 +226,14 @@ class RabbitNode:
         Call it from a thread that outlives the node (pytest's main thread does): the
         parent-death signal fires when the *thread* that started the process exits.
         """
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the server process and return at once; :meth:`wait_ready` waits for it.
+
+        Lets several nodes boot at the same time. The same thread rule as :meth:`start`.
+        """
         if self.is_running():
             raise RabbitNodeError(f"{self.nodename} is already running")
         cmd = [
@@ -242,6 +257,14 @@ class RabbitNode:
             output.close()
         self._frozen = False
         self._beam_pid = None
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until the launched node completes an AMQP handshake (see :meth:`start`).
+
+        Also right after ``rabbitmqctl start_app``: the listener answers only once the app runs.
+        """
+        if self._proc is None:
+            raise RabbitNodeError(f"{self.nodename} was never launched")
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -303,14 +326,18 @@ class RabbitNode:
             os.kill(self.beam_pid, signal.SIGCONT)
         self._frozen = False
 
-    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+    def ctl(self, *args: str, timeout: float = 60.0, tool: str = "rabbitmqctl") -> str:
         """Run ``rabbitmqctl -n <this node> <args>`` and return its stdout.
 
-        For example ``node.ctl("list_queues", "name", "messages")``. Raises
-        :class:`subprocess.CalledProcessError` on a non-zero exit. Each call costs ~1-2 s.
+        For example ``node.ctl("list_queues", "name", "messages")``, or another CLI of the
+        same installation: ``node.ctl("quorum_status", queue, tool="rabbitmq-queues")``.
+        Raises :class:`subprocess.CalledProcessError` on a non-zero exit. Each call costs
+        ~1-2 s.
         """
+        if tool not in ("rabbitmqctl", "rabbitmq-queues", "rabbitmq-diagnostics"):
+            raise ValueError(f"not a RabbitMQ CLI this helper runs: {tool!r}")
         result = subprocess.run(
-            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.nodename, "-q", *args],
+            [str(RABBITMQ_BIN / tool), "-n", self.nodename, "-q", *args],
             env=self._env(),
             capture_output=True,
             text=True,
@@ -345,12 +372,12 @@ class RabbitNode:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _write_files(self, rabbitmq_conf: str, advanced_config: str) -> None:
+    def _write_files(self, rabbitmq_conf: str, advanced_config: str, cookie_value: str) -> None:
         for path in (self.home, self.log_dir, self.base_dir / "mnesia"):
             path.mkdir()
         (self.base_dir / "owner.pid").write_text(str(os.getpid()))  # see reap_orphans()
         cookie = self.home / ".erlang.cookie"
-        cookie.write_text(os.urandom(16).hex().upper())
+        cookie.write_text(cookie_value)
         cookie.chmod(0o400)  # Erlang refuses a cookie file others can read
         conf = f"listeners.tcp.default = 127.0.0.1:{self.port}\n{rabbitmq_conf}\n"
         (self.base_dir / "rabbitmq.conf").write_text(conf)
