@@ -11,6 +11,7 @@ A late or duplicate reply finds no pending call: it is logged and dropped.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -21,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from .config import Config
-from .exceptions import ConnectionLost, RpcTimeout, UnknownService, deserialize_error
+from .exceptions import BrokerError, ConnectionLost, RpcTimeout, UnknownService, deserialize_error
 from .messages import DIRECT_REPLY_TO, Context, Outgoing, build_request, parse_reply
 from .serialization import codec_named
 from .transport import BrokerConnection, Delivery
@@ -129,7 +130,8 @@ class Caller:
         )
         future = RpcFuture(service, method, correlation_id, timeout)
         self._pending[correlation_id] = future
-        self.connection.publish(message)
+        self.connection.publish(message, on_confirm=functools.partial(self._on_confirm, correlation_id)
+                                if self.connection.confirms else None)
         with self._sweep_lock:  # after the insert above: a sweep that saw no calls has unset it
             start_sweep, self._sweeping = not self._sweeping, True
         if start_sweep:
@@ -167,6 +169,18 @@ class Caller:
             _resolve(future, error=deserialize_error(error))
         else:
             _resolve(future, result)
+
+    def _on_confirm(self, correlation_id: str, error: BaseException | None) -> None:
+        """A nacked request was not taken by the broker: fail its call now, not at its deadline.
+
+        A lost connection is ``_on_lost``'s to report (the request may have run)."""
+        if error is None or isinstance(error, ConnectionLost):
+            return
+        future = self._pending.pop(correlation_id, None)
+        if future is not None:
+            _resolve(future, error=BrokerError(
+                f"{future.service}.{future.method}: the broker refused the request ({error}); "
+                "it was not run"))
 
     def _on_return(self, message: Outgoing, reply_text: str) -> None:
         correlation_id = message.properties.get("correlation_id")

@@ -93,7 +93,9 @@ class _ClientBase(Generic[T]):
             name=name,
             heartbeat=self.config.heartbeat,
             connect_timeout=self.config.connect_timeout,
-            confirms=False,  # requests rely on mandatory + the reply; no confirm round trips
+            # A nacked request fails its call at once, and the connection is replaced (a
+            # RabbitMQ 3.10 channel can keep nacking after a quorum leader election).
+            confirms=True,
         )
         self._caller = Caller(self._connection, self.config, direct_reply_to=direct_reply_to,
                               owner=name)

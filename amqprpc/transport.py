@@ -68,6 +68,7 @@ ConnectCallback = Callable[["amqp.Channel"], None]
 LostCallback = Callable[[BaseException], None]
 
 _MAX_FRAMES_PER_WAKE = 1000
+_NACK_REPLACE_INTERVAL = 5.0  # seconds: nacks for other reasons (a full queue) must not churn
 
 
 @dataclass(slots=True)
@@ -118,7 +119,10 @@ class BrokerConnection:
         self._outbox: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         self._socket_lock = threading.Lock()  # the I/O thread's, except while in select()
         self._recv_view = memoryview(bytearray(RECV_SIZE))  # I/O thread only
-        self._write_failed: BaseException | None = None  # a direct publish broke the stream
+        # Why this connection must be replaced before anything else goes out on it: a direct
+        # publish broke the stream, or the broker nacked a publish (see _on_confirm_nack).
+        self._replace_because: BaseException | None = None
+        self._replaced_for_nack_at = -_NACK_REPLACE_INTERVAL
         self._wakeup: Wakeup | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -224,7 +228,7 @@ class BrokerConnection:
         try:
             conn = self._conn
             if (conn is None or self._channel is None or self.blocked_reason is not None
-                    or self._write_failed is not None or self._stopping.is_set()
+                    or self._replace_because is not None or self._stopping.is_set()
                     or not self._outbox.empty()):
                 return False
             confirm_after_write = None if self.confirms else on_confirm
@@ -237,7 +241,7 @@ class BrokerConnection:
                 # out on the new connection.
                 if self.confirms:
                     self._unconfirmed.pop(self._publish_seq, None)
-                self._write_failed = exc
+                self._replace_because = exc
                 return False
         finally:
             self._socket_lock.release()
@@ -479,12 +483,12 @@ class BrokerConnection:
                 readable, _, _ = select.select([sock, wake_fd], [], [], timeout)
             finally:
                 self._socket_lock.acquire()
-            if self._write_failed is not None:
-                raise self._write_failed
             if wake_fd in readable:
                 self._wakeup.clear()
-            if sock in readable or has_buffered_input(conn):
+            if self._replace_because is None and (sock in readable or has_buffered_input(conn)):
                 self._drain_socket(conn)
+            if self._replace_because is not None:
+                raise self._replace_because
             conn.heartbeat_tick()
 
     def _drain_socket(self, conn: amqp.Connection) -> None:
@@ -614,7 +618,18 @@ class BrokerConnection:
         self._settle(delivery_tag, multiple, None)
 
     def _on_confirm_nack(self, delivery_tag: int, multiple: bool) -> None:
+        """Fail the nacked publishes, then replace the connection (at most every few seconds).
+
+        RabbitMQ 3.10 nacks every later publish of a channel whose first publish to a quorum
+        queue came during that queue's leader election, for the channel's lifetime: a
+        failover that reconnects at once lands there (tests/cluster). A new channel is fine.
+        """
         self._settle(delivery_tag, multiple, BrokerError("the broker refused (nacked) the message"))
+        now = _monotonic()
+        if now - self._replaced_for_nack_at >= _NACK_REPLACE_INTERVAL:
+            self._replaced_for_nack_at = now
+            self._replace_because = amqp.exceptions.RecoverableConnectionError(
+                f"{self.name}: the broker nacked a publish; replacing the channel")
 
     def _settle(self, seq: int, multiple: bool, error: BaseException | None) -> None:
         unconfirmed = self._unconfirmed
@@ -647,7 +662,7 @@ class BrokerConnection:
 
     def _disconnect(self, exc: BaseException, notify: bool = True) -> None:
         self._connected.clear()
-        self._write_failed = None
+        self._replace_because = None
         self._channel = None
         self._outstanding.clear()
         self._consumers.clear()

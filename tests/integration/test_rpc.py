@@ -16,6 +16,7 @@ import pytest
 
 from amqprpc import (
     AsyncRpcClient,
+    BrokerError,
     CallContext,
     ClusterRpcClient,
     Config,
@@ -154,6 +155,24 @@ def test_unknown_service_fails_fast(rpc_client, unique_name):
     with pytest.raises(UnknownService):
         rpc_client.call(unique_name("ghost"), "anything", _timeout=20)
     assert time.monotonic() - started < 10  # far below the 20 s timeout: returned, not timed out
+
+
+def test_a_request_the_broker_refuses_fails_fast(rpc_client, unique_name, amqp_uri):
+    """A nacked request (here: a full queue that rejects publishes) was never taken: the call
+    fails at once with BrokerError instead of waiting for its timeout."""
+    service = unique_name("full")
+    with broker_admin(amqp_uri) as channel:
+        channel.exchange_declare("nameko-rpc", "topic", durable=True, auto_delete=False)
+        channel.queue_declare(f"rpc-{service}", auto_delete=True, arguments={
+            "x-max-length": 0, "x-overflow": "reject-publish"})
+        channel.queue_bind(f"rpc-{service}", "nameko-rpc", f"{service}.*")
+        try:
+            started = time.monotonic()
+            with pytest.raises(BrokerError, match="refused the request"):
+                rpc_client.call(service, "anything", _timeout=20)
+            assert time.monotonic() - started < 10  # returned, not timed out
+        finally:
+            channel.queue_delete(f"rpc-{service}")
 
 
 def test_timeout(container_factory, unique_name, rpc_client):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from amqprpc.exceptions import BrokerError
 from amqprpc.messages import Outgoing
 from amqprpc.transport import BrokerConnection
 from tests.waiting import wait_until
@@ -187,3 +188,27 @@ def test_publishes_from_an_event_loop_go_through_the_io_thread(
 
     assert asyncio.run(publish()) is None
     assert wakes == [1]
+
+
+def test_a_nacked_publish_fails_and_the_connection_is_replaced_once(
+    broker_uri: str, queue: str
+) -> None:
+    """RabbitMQ 3.10 can keep nacking on one channel (a quorum leader election): a nack gets
+    a new connection, but nacks for other reasons (a full queue) do not churn connections."""
+    conn = BrokerConnection(broker_uri, name="transport-nacks")
+    conn.on_connect(lambda channel: channel.queue_declare(
+        queue, auto_delete=False, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}))
+    conn.start()
+    try:
+        generation = conn.generation
+        outcomes: list[BaseException | None] = []
+        conn.publish(Outgoing("", queue, b"refused"), on_confirm=outcomes.append)
+        wait_until(lambda: outcomes and conn.generation == generation + 1 and conn.is_connected,
+                   "the nack and a new connection")
+        assert isinstance(outcomes[0], BrokerError) and "nacked" in str(outcomes[0])
+        conn.publish(Outgoing("", queue, b"refused again"), on_confirm=outcomes.append)
+        wait_until(lambda: len(outcomes) == 2, "the second nack")
+        assert isinstance(outcomes[1], BrokerError)
+        assert conn.generation == generation + 1  # within 5 s of the first: kept
+    finally:
+        conn.stop()
