@@ -103,7 +103,7 @@ class RabbitCluster:
 
     def running_nodes(self) -> set[str]:
         """Names of the nodes the cluster itself reports as running (asks a live node)."""
-        status = json.loads(self._any_running().ctl("cluster_status", "--formatter", "json"))
+        status = json.loads(self._ctl_any("cluster_status", "--formatter", "json"))
         return set(status["running_nodes"])
 
     def wait_all_running(self, timeout: float = 60.0) -> None:
@@ -113,7 +113,7 @@ class RabbitCluster:
 
     def queue_info(self, queue: str) -> dict[str, Any]:
         """``list_queues`` row of ``queue``: name, type, leader, members, online, messages."""
-        output = self._any_running().ctl(
+        output = self._ctl_any(
             "list_queues", "name", "type", "leader", "members", "online", "messages",
             "--formatter", "json",
         )  # fmt: skip
@@ -140,12 +140,21 @@ class RabbitCluster:
     def wait_queue_online(self, queue: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until every member of quorum queue ``queue`` is online (a rejoin caught up)."""
 
+        last: dict[str, Any] = {}
+
         def online() -> dict[str, Any] | None:
-            info = self.queue_info(queue)
+            info = last["info"] = self.queue_info(queue)
             members, up = set(info.get("members") or ()), set(info.get("online") or ())
             return info if members and members == up else None
 
-        return _poll(online, f"every member of {queue!r} online", timeout)
+        try:
+            return _poll(online, f"every member of {queue!r} online", timeout)
+        except RabbitNodeError as exc:
+            info = last.get("info") or {}
+            offline = set(info.get("members") or ()) - set(info.get("online") or ())
+            logs = "".join(f"\n--- {name}'s log about it:\n{self._log_lines(name, queue)}"
+                           for name in offline)
+            raise RabbitNodeError(f"{exc}; last seen: {info}{logs}") from None
 
     def heal(self, timeout: float = 120.0) -> None:
         """Thaw frozen nodes, start stopped or killed ones (they rejoin with their data)."""
@@ -161,18 +170,36 @@ class RabbitCluster:
             self.wait_all_running(timeout)
 
     def cleanup(self) -> None:
-        """Stop every node and delete its data, whatever state it is in."""
+        """Kill every node and delete its data, whatever state it is in.
+
+        No graceful stop: the data goes anyway, and a node paused in a partition's minority
+        would not stop gracefully before its timeout.
+        """
         errors = []
         for node in self.nodes:
             try:
+                node.kill()
                 node.cleanup()
             except Exception as exc:  # stop the others anyway; report the first failure
                 errors.append(exc)
         if errors:
             raise errors[0]
 
-    def _any_running(self) -> RabbitNode:
-        for node in self.nodes:
-            if node.is_running():
-                return node
-        raise RabbitNodeError("no node of the cluster is running")
+    def _log_lines(self, nodename: str, containing: str, lines: int = 30) -> str:
+        """The last ``lines`` lines of a node's log that mention ``containing``."""
+        try:
+            text = self.node_named(nodename).log_file.read_text(errors="replace")
+        except (OSError, RabbitNodeError) as exc:
+            return repr(exc)
+        return "\n".join([line for line in text.splitlines() if containing in line][-lines:])
+
+    def _ctl_any(self, *args: str) -> str:
+        """``rabbitmqctl`` on the first node that answers: a killed node cannot, and a paused
+        one (minority of a partition) refuses commands that need the running app."""
+        error: Exception = RabbitNodeError("no node of the cluster is running")
+        for node in self.running():
+            try:
+                return node.ctl(*args, timeout=30)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                error = exc
+        raise error

@@ -44,10 +44,18 @@ Several nodes form a cluster when they share an Erlang cookie (``cookie=``): boo
 together with :meth:`~RabbitNode.launch` then :meth:`~RabbitNode.wait_ready` (both cores
 work at once), then ``stop_app``/``join_cluster``/``start_app`` through :meth:`~RabbitNode.ctl`
 (tests/cluster/ does this).
+
+A node can also run inside a network namespace (``netns=``, root only), so that a partition
+between nodes is a real one: it then uses a long node name on ``dist_ip``, the namespace's
+own address, for Erlang distribution, and every CLI call runs in the namespace too. Its AMQP
+listener stays on 127.0.0.1 *of the namespace*: whoever starts it must relay
+``127.0.0.1:port`` of the host to it (tests/cluster/netns.py does), which is what
+:meth:`~RabbitNode.wait_ready` and :attr:`~RabbitNode.url` rely on.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import shutil
@@ -64,8 +72,9 @@ __all__ = ["RabbitNode", "RabbitNodeError", "free_port", "reap_orphans"]
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 # One scheduler and no busy-waiting: a test broker should not steal CPU from the tests.
-# Distribution listens on loopback only, like the machine's node.
-_ERL_ARGS = "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none -kernel inet_dist_use_interface {127,0,0,1}"
+# Distribution listens on loopback only, like the machine's node (or, in a network
+# namespace, on the namespace's own address).
+_ERL_ARGS = "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none -kernel inet_dist_use_interface {{{dist_ip}}}"
 _AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 _counter = itertools.count(1)
 _DIR_PREFIX = "amqprpc-rabbit-"
@@ -167,6 +176,8 @@ class RabbitNode:
     ``key = value`` lines); ``advanced_config`` replaces the empty ``advanced.config``;
     ``env`` adds or overrides environment variables of the server process. ``cookie`` is the
     Erlang cookie (default: a random one); nodes that should cluster must share it.
+    ``netns`` runs the node in that network namespace with distribution on ``dist_ip`` (see
+    the module docstring).
     """
 
     def __init__(
@@ -177,8 +188,15 @@ class RabbitNode:
         env: Mapping[str, str] | None = None,
         niceness: int = 0,
         cookie: str | None = None,
+        netns: str | None = None,
+        dist_ip: str = "127.0.0.1",
     ) -> None:
-        self.nodename = f"amqprpc-test-{os.getpid()}-{next(_counter)}@localhost"
+        if ipaddress.ip_address(dist_ip).version != 4:  # ValueError names a malformed one
+            raise ValueError(f"dist_ip must be an IPv4 address, got {dist_ip!r}")
+        host = "localhost" if netns is None else dist_ip
+        self.nodename = f"amqprpc-test-{os.getpid()}-{next(_counter)}@{host}"
+        self.netns = netns
+        self._dist_ip = dist_ip
         self.port = free_port()
         self.dist_port = free_port()
         self.base_dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
@@ -242,6 +260,7 @@ class RabbitNode:
         ]  # fmt: skip
         if self._niceness:
             cmd = ["nice", "-n", str(self._niceness), *cmd]
+        cmd = [*self._in_netns(), *cmd]  # `ip netns exec` execs the rest: same process tree
         output = (self.log_dir / "stdout.log").open("ab")
         try:
             self._proc = subprocess.Popen(
@@ -337,7 +356,8 @@ class RabbitNode:
         if tool not in ("rabbitmqctl", "rabbitmq-queues", "rabbitmq-diagnostics"):
             raise ValueError(f"not a RabbitMQ CLI this helper runs: {tool!r}")
         result = subprocess.run(
-            [str(RABBITMQ_BIN / tool), "-n", self.nodename, "-q", *args],
+            [*self._in_netns(), str(RABBITMQ_BIN / tool), *self._longnames(), "-n", self.nodename,
+             "-q", *args],
             env=self._env(),
             capture_output=True,
             text=True,
@@ -404,10 +424,19 @@ class RabbitNode:
             # Without this the scripts read /etc/rabbitmq/rabbitmq-env.conf, whose
             # NODENAME=rabbit@localhost is the machine's node.
             "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": _ERL_ARGS,
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": _ERL_ARGS.format(
+                dist_ip=self._dist_ip.replace(".", ",")),
         }
+        if self.netns is not None:
+            env["RABBITMQ_USE_LONGNAME"] = "true"
         env.update(self._extra_env)
         return env
+
+    def _in_netns(self) -> list[str]:
+        return [] if self.netns is None else ["ip", "netns", "exec", self.netns]
+
+    def _longnames(self) -> list[str]:
+        return [] if self.netns is None else ["--longnames"]
 
     def _find_beam(self) -> int | None:
         """Pid of ``beam.smp`` under our wrapper, or None while it is not exec'd yet.
