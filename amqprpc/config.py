@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .address import parse_broker_urls
 from .exceptions import ConfigError
 from .extensions import DependencyProvider
+from .transport.address import parse_broker_urls
 
 if TYPE_CHECKING:
     from .containers import ServiceContainer, WorkerContext

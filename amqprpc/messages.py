@@ -12,11 +12,12 @@ The formats are Nameko 2.x's, so the two interoperate; docs/protocol.md is the c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import MalformedRequest
 from .serialization import Codec, decode
+from .transport.base import Outgoing
 
 DEADLINE_HEADER = "x-amqprpc-deadline"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -25,17 +26,6 @@ MAX_CALL_ID_STACK = 10
 
 Headers = dict[str, Any]
 Context = dict[str, Any]
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """A message ready to publish; ``properties`` are AMQP basic properties."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: dict[str, Any] = field(default_factory=dict)
-    mandatory: bool = False
 
 
 def encode_context(context: Context, prefix: str) -> Headers:

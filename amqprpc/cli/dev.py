@@ -32,7 +32,6 @@ from typing import IO, Any
 
 import click
 
-from ..address import parse_broker_urls
 from ..config import Config
 from ..devservers import (
     RABBITMQ_INSTALL,
@@ -43,6 +42,7 @@ from ..devservers import (
     port_open,
     rabbitmq_installed,
 )
+from ..transport.address import parse_broker_urls
 from . import EXIT_BROKER, EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",

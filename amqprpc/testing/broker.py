@@ -25,9 +25,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import amqp
 
-from ..address import BrokerAddress
 from ..containers import ServiceContainer
 from ..exceptions import BrokerUnreachable
+from ..transport.address import BrokerAddress
 
 RABBITMQCTL_TIMEOUT = 60.0
 

@@ -37,7 +37,6 @@ import logging
 import select
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from time import monotonic as _monotonic
 from typing import Any
@@ -46,10 +45,17 @@ import amqp
 from amqp import spec
 from amqp.transport import TCPTransport
 
+from ..exceptions import BrokerError, BrokerUnreachable, ConnectionLost
 from .address import BrokerAddress, parse_broker_urls
-from .exceptions import BrokerError, BrokerUnreachable, ConnectionLost
+from .base import (
+    ConfirmCallback,
+    Delivery,
+    DeliveryCallback,
+    LostCallback,
+    Outgoing,
+    ReturnCallback,
+)
 from .framing import RECV_SIZE, Cork, has_buffered_input, read_frames
-from .messages import Outgoing
 from .wakeup import Wakeup
 
 _log = logging.getLogger(__name__)
@@ -61,32 +67,10 @@ RECOVERABLE_ERRORS: tuple[type[BaseException], ...] = (
     EOFError,
 )
 
-ConfirmCallback = Callable[[BaseException | None], None]
-DeliveryCallback = Callable[["Delivery"], None]
-ReturnCallback = Callable[[Outgoing, str], None]
 ConnectCallback = Callable[["amqp.Channel"], None]
-LostCallback = Callable[[BaseException], None]
 
 _MAX_FRAMES_PER_WAKE = 1000
 _NACK_REPLACE_INTERVAL = 5.0  # seconds: nacks for other reasons (a full queue) must not churn
-
-
-@dataclass(slots=True)
-class Delivery:
-    """A message handed to a consumer; ``generation`` ties it to one connection."""
-
-    tag: int
-    generation: int
-    body: bytes
-    properties: dict[str, Any]
-    exchange: str
-    routing_key: str
-    redelivered: bool
-    no_ack: bool
-
-    @property
-    def headers(self) -> dict[str, Any]:
-        return self.properties.get("application_headers") or {}
 
 
 class BrokerConnection:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
