@@ -70,11 +70,16 @@ def build_request(
     header_prefix: str = "nameko",
     now: float | None = None,
 ) -> Outgoing:
-    """A request for ``service.method``; published ``mandatory`` so a missing service fails fast."""
+    """A request for ``service.method``; published ``mandatory`` so a missing service fails fast.
+
+    Persistent (``delivery_mode`` 2, as Nameko's requests are): a call queued in a durable
+    service queue survives a broker restart and runs once a worker is back.
+    """
     headers = encode_context(context or {}, header_prefix)
     properties: dict[str, Any] = {
         "content_type": codec.content_type,
         "content_encoding": codec.content_encoding,
+        "delivery_mode": 2,
         "correlation_id": correlation_id,
         "reply_to": reply_to,
         "application_headers": headers,

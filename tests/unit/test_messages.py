@@ -35,6 +35,7 @@ def test_request_envelope_matches_nameko():
     assert props["correlation_id"] == "cid"
     assert props["reply_to"] == "amq.rabbitmq.reply-to"
     assert props["expiration"] == "2500"
+    assert props["delivery_mode"] == 2  # persistent, as Nameko's Publisher sends requests
     assert props["application_headers"] == {"nameko.user_id": "u1", DEADLINE_HEADER: 1002.5}
 
 
