@@ -25,6 +25,7 @@ from typing import Any
 from ..containers import WorkerContext
 from ..exceptions import (
     AmqpRpcError,
+    ConnectionLost,
     IncorrectSignature,
     MalformedRequest,
     MethodNotFound,
@@ -175,9 +176,16 @@ class RpcConsumer(ConsumesQueue, Extension):
         connection = self._connection
 
         def confirmed(failure: BaseException | None) -> None:
-            if failure is None:
-                connection.ack(delivery)
-            # else: the connection died; the broker redelivers the request
+            if isinstance(failure, ConnectionLost):
+                return  # unacked on a dead connection: the broker redelivers the request
+            if failure is not None:
+                # Refused (nacked), e.g. a full reply queue. Unacked, the request would run
+                # again after every reconnect, without end: it ran once, only its answer is lost.
+                _log.error("%s: the broker refused the reply to %s (correlation id %s, "
+                           "reply_to %s): %s; the request is acked and will not run again",
+                           self._service, delivery.routing_key,
+                           delivery.properties.get("correlation_id"), reply_to, failure)
+            connection.ack(delivery)
 
         connection.publish(message, on_confirm=confirmed)
 

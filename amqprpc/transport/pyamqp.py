@@ -106,6 +106,7 @@ class BrokerConnection:
         # Why this connection must be replaced before anything else goes out on it: a direct
         # publish broke the stream, or the broker nacked a publish (see _on_confirm_nack).
         self._replace_because: BaseException | None = None
+        self._stream_intact = False  # with _replace_because: the socket still carries frames
         self._replaced_for_nack_at = -_NACK_REPLACE_INTERVAL
         self._wakeup: Wakeup | None = None
         self._thread: threading.Thread | None = None
@@ -226,6 +227,7 @@ class BrokerConnection:
                 if self.confirms:
                     self._unconfirmed.pop(self._publish_seq, None)
                 self._replace_because = exc
+                self._stream_intact = False
                 return False
         finally:
             self._socket_lock.release()
@@ -472,6 +474,8 @@ class BrokerConnection:
             if self._replace_because is None and (sock in readable or has_buffered_input(conn)):
                 self._drain_socket(conn)
             if self._replace_because is not None:
+                if self._stream_intact:  # replaced for a nack: acks decided meanwhile go first
+                    self._flush_acks()
                 raise self._replace_because
             conn.heartbeat_tick()
 
@@ -612,6 +616,7 @@ class BrokerConnection:
         now = _monotonic()
         if now - self._replaced_for_nack_at >= _NACK_REPLACE_INTERVAL:
             self._replaced_for_nack_at = now
+            self._stream_intact = self._replace_because is None
             self._replace_because = amqp.exceptions.RecoverableConnectionError(
                 f"{self.name}: the broker nacked a publish; replacing the channel")
 
@@ -647,6 +652,7 @@ class BrokerConnection:
     def _disconnect(self, exc: BaseException, notify: bool = True) -> None:
         self._connected.clear()
         self._replace_because = None
+        self._stream_intact = False
         self._channel = None
         self._outstanding.clear()
         self._consumers.clear()
