@@ -18,6 +18,13 @@ started live instance (during a rolling deploy, the newest code wins).
 A fresh registry knows only what is announced after it subscribed: it is complete one
 heartbeat interval after it connected (``ready``).
 
+Trust (see ``trust.py``): what arrives on the bus goes through ``receive``, which refuses
+announcements that are unsigned or badly signed (when the registry has a signer), not from
+the broker user that owns the service (``owners``), routed under another service's name,
+or timed impossibly. Where live instances disagree about a method, the most restrictive
+rule of theirs applies. ``ingest`` takes an announcement on trust: for tests and callers
+that vouch for what they feed.
+
 Thread-safety: the I/O thread writes, any thread reads; a lock guards the state and
 readers get immutable values. ``ingest()`` is public so a registry can be fed without a
 broker (tests, other transports).
@@ -31,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +48,7 @@ from ..serialization import decode
 from ..transport import BrokerConnection, Delivery
 from .announcer import DEFAULT_INTERVAL, DISCOVERY_EXCHANGE
 from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor, parse_descriptor
+from .trust import DEFAULT_MAX_SKEW, SIGNATURE_HEADER, AnnouncementSigner, check_clock, narrowest
 
 _log = logging.getLogger(__name__)
 
@@ -79,11 +87,13 @@ class _Instance:
 
 
 class _Service:
-    __slots__ = ("instances", "last", "last_live_at")
+    __slots__ = ("errors", "instances", "last", "last_live_at", "methods")
 
     def __init__(self) -> None:
         self.instances: dict[str, _Instance] = {}
         self.last: ServiceDescriptor | None = None  # the representative descriptor
+        self.methods: tuple[MethodDescriptor, ...] = ()  # its methods, narrowed by the others
+        self.errors: dict[str, int] = {}
         self.last_live_at = 0.0
 
 
@@ -98,11 +108,19 @@ class ServiceRegistry:
         forget_after: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
+        signer: AnnouncementSigner | None = None,
+        owners: Mapping[str, str] | None = None,
+        max_skew: float = DEFAULT_MAX_SKEW,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or Config()
         self.expire_beats = expire_beats
         self.forget_after = forget_after
+        self.signer = signer
+        self.owners = dict(owners or {})  # service -> the broker user that alone may announce it
+        self.max_skew = max_skew
         self._clock = clock
+        self._wall_clock = wall_clock
         self._name = name or f"registry-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -192,8 +210,30 @@ class ServiceRegistry:
 
     # ------------------------------------------------------------ writing
 
+    def receive(self, body: bytes, routing_key: str, properties: Mapping[str, Any]) -> ServiceDescriptor:
+        """Verify and apply one announcement from the bus; DescriptorError says why not."""
+        content_type = properties.get("content_type") or "application/json"
+        if self.signer is not None:
+            headers = properties.get("application_headers") or {}
+            self.signer.verify(headers.get(SIGNATURE_HEADER), routing_key, content_type, body)
+        try:
+            payload = decode(body, content_type, self.config.max_message_size)
+        except MalformedRequest as exc:
+            raise DescriptorError(str(exc)) from None
+        descriptor = parse_descriptor(payload)
+        if routing_key != f"{descriptor.service}.{descriptor.event}":
+            # Topic permissions grant a service's broker user its own routing keys only.
+            raise DescriptorError(f"announcement for {descriptor.service!r} sent with routing key "
+                                  f"{routing_key!r}")
+        owner = self.owners.get(descriptor.service)
+        if owner is not None and properties.get("user_id") != owner:
+            raise DescriptorError(f"{descriptor.service!r} may only be announced by broker user "
+                                  f"{owner!r}, not {properties.get('user_id')!r}")
+        check_clock(descriptor, self._wall_clock(), self.max_skew)
+        return self.ingest(descriptor)
+
     def ingest(self, payload: dict[str, Any] | ServiceDescriptor) -> ServiceDescriptor:
-        """Apply one announcement; raises DescriptorError if it is malformed."""
+        """Apply one announcement taken on trust; raises DescriptorError if it is malformed."""
         descriptor = payload if isinstance(payload, ServiceDescriptor) else parse_descriptor(payload)
         with self._changed:
             now = self._clock()
@@ -243,9 +283,12 @@ class ServiceRegistry:
         if not live:
             return True  # liveness changed: listeners may want to know
         newest = max(live, key=lambda d: (d.started_at, d.instance))
-        before = state.last
+        methods, conflicts = narrowest(newest.methods, [d.methods for d in live if d is not newest])
+        for conflict in conflicts:
+            _log.warning("%s.%s", newest.service, conflict)
         state.last = newest
-        if before is None or before.methods != newest.methods or before.errors != newest.errors:
+        if methods != state.methods or newest.errors != state.errors:
+            state.methods, state.errors = methods, dict(newest.errors)
             self._generation += 1
         return True
 
@@ -271,8 +314,8 @@ class ServiceRegistry:
         return ServiceView(
             name=name,
             instances=tuple(live),
-            methods=last.methods if last else (),
-            errors=dict(last.errors) if last else {},
+            methods=state.methods,
+            errors=dict(state.errors),
             version=last.version if last else None,
         )
 
@@ -314,9 +357,7 @@ class ServiceRegistry:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         try:
-            payload = decode(delivery.body, delivery.properties.get("content_type"),
-                             self.config.max_message_size)
-            self.ingest(payload)
-        except (MalformedRequest, DescriptorError) as exc:
+            self.receive(delivery.body, delivery.routing_key, delivery.properties)
+        except DescriptorError as exc:
             _log.warning("ignored a bad announcement on %s (%s): %s",
                          DISCOVERY_EXCHANGE, delivery.routing_key, exc)
