@@ -48,11 +48,12 @@ class Config(DependencyProvider, Mapping[str, Any]):
     grace: float = 30.0
     queue_type: str = "classic"
     delivery_limit: int = 20  # quorum queues only: deliveries before the broker gives up
+    rpc_max_attempts: int = 3  # runs of a request whose workers keep dying, then WorkerLost
     discovery_interval: float = 2.0  # seconds between a container's announcements (docs/protocol.md)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_message_size", "delivery_limit"):
+        for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("prefetch",):

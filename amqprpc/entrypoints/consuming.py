@@ -1,12 +1,17 @@
-"""What every extension that consumes one queue does the same way: hand off, stop, kill."""
+"""What every extension that consumes one queue does the same way: hand off, republish, stop."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..containers import ServiceContainer
+    from ..messages import Outgoing
+    from ..topology import Arguments
     from ..transport import BrokerConnection, Delivery
+
+_log = logging.getLogger(__name__)
 
 
 class ConsumesQueue:
@@ -18,6 +23,7 @@ class ConsumesQueue:
     """
 
     container: ServiceContainer
+    queue_name: str
     _connection: BrokerConnection
     _consumer_tag: str | None = None
     _stopping: bool = False
@@ -37,3 +43,27 @@ class ConsumesQueue:
 
     def _handle(self, delivery: Delivery) -> None:
         raise NotImplementedError
+
+    def _republish(self, delivery: Delivery, message: Outgoing, arguments: Arguments | None) -> None:
+        """Publish a copy to the queue it names, then ack the original once confirmed.
+
+        The queue is (re)declared right before, without waiting for the broker's answer: a
+        delay queue expires when unused, and a deleted DLQ must not swallow the copy.
+        """
+        connection = self._connection
+
+        def confirmed(error: BaseException | None) -> None:
+            if error is None:
+                connection.ack(delivery)
+            else:  # unacked: the broker delivers the original again
+                _log.warning("%s: copy to %s not confirmed (%s); the original will be redelivered",
+                             self.queue_name, message.routing_key, error)
+
+        def send() -> None:
+            if delivery.generation != connection.generation:
+                return  # its connection died: the broker redelivers the original anyway
+            connection.channel.queue_declare(message.routing_key, durable=True, exclusive=False,
+                                             auto_delete=False, nowait=True, arguments=arguments)
+            connection.publish(message, on_confirm=confirmed)
+
+        connection.call_soon(send)

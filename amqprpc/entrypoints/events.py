@@ -48,14 +48,13 @@ from ..containers import WorkerContext
 from ..dead_letters import Received, RetryPolicy, attempts_of, dead_letter, retry_copy
 from ..exceptions import ConfigError, MalformedRequest
 from ..extensions import Entrypoint, ExcInfo
-from ..messages import Outgoing, decode_context
+from ..messages import decode_context
 from ..publisher import check_event_names
 from ..serialization import decode
 from ..topology import (
     BROADCAST,
     HANDLER_TYPES,
     SERVICE_POOL,
-    Arguments,
     check_name,
     dead_letter_queue,
     dead_letter_queue_arguments,
@@ -279,30 +278,6 @@ class EventHandler(ConsumesQueue, Entrypoint):
         message = dead_letter(received, queue=self.queue_name, dlq=self.dead_letter_queue_name,
                               attempts=attempts, error=error)
         self._republish(delivery, message, dead_letter_queue_arguments(self._config))
-
-    def _republish(self, delivery: Delivery, message: Outgoing, arguments: Arguments | None) -> None:
-        """Publish a copy to the queue it names, then ack the original once confirmed.
-
-        The queue is (re)declared right before, without waiting for the broker's answer: a
-        delay queue expires when unused, and a deleted DLQ must not swallow the copy.
-        """
-        connection = self._connection
-
-        def confirmed(error: BaseException | None) -> None:
-            if error is None:
-                connection.ack(delivery)
-            else:  # unacked: the broker delivers the original again
-                _log.warning("%s: copy to %s not confirmed (%s); the event will be redelivered",
-                             self.queue_name, message.routing_key, error)
-
-        def send() -> None:
-            if delivery.generation != connection.generation:
-                return  # its connection died: the broker redelivers the original anyway
-            connection.channel.queue_declare(message.routing_key, durable=True, exclusive=False,
-                                             auto_delete=False, nowait=True, arguments=arguments)
-            connection.publish(message, on_confirm=confirmed)
-
-        connection.call_soon(send)
 
 
 event_handler = EventHandler.decorator

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from ..containers import WorkerContext
+from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, retry_copy
 from ..exceptions import (
     AmqpRpcError,
     ConnectionLost,
@@ -34,9 +35,10 @@ from ..exceptions import (
 from ..extensions import Entrypoint, ExcInfo, Extension
 from ..messages import build_reply, deadline_of, decode_context, parse_request
 from ..serialization import JSON, Codec, codec_for
-from ..topology import service_queue_arguments
+from ..topology import delay_queue, delay_queue_arguments, service_queue_arguments
 from ..transport import Delivery
 from .consuming import ConsumesQueue
+from .events import WorkerLost
 
 _log = logging.getLogger(__name__)
 
@@ -118,7 +120,8 @@ class RpcConsumer(ConsumesQueue, Extension):
 
     def _handle(self, delivery: Delivery) -> None:
         props = delivery.properties
-        method_name = delivery.routing_key.partition(".")[2]
+        routing_key = self._routing_key_of(delivery)
+        method_name = routing_key.partition(".")[2]
         deadline = deadline_of(delivery.headers)
         if deadline is not None and deadline < time.time():
             _log.info("skipped %s.%s: its caller's deadline passed %.3fs ago",
@@ -129,6 +132,8 @@ class RpcConsumer(ConsumesQueue, Extension):
             codec = codec_for(props.get("content_type"))
         except MalformedRequest as exc:
             self._reply(delivery, JSON_CODEC, None, exc)
+            return
+        if self._took_lost_run(delivery, routing_key, codec):
             return
         try:
             entrypoint = self._methods.get(method_name)
@@ -149,13 +154,68 @@ class RpcConsumer(ConsumesQueue, Extension):
             decode_context(delivery.headers, self._config.header_prefix),
             request_id=props.get("correlation_id"),
             deadline=deadline,
-            redelivered=delivery.redelivered,
+            redelivered=delivery.redelivered or attempts_of(delivery.headers) > 0,
         )
 
         def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
             self._reply(delivery, codec, result, exc_info[1] if exc_info else None)
 
         self.container.run_worker(worker_ctx, on_result)
+
+    def _took_lost_run(self, delivery: Delivery, routing_key: str, codec: Codec) -> bool:
+        """Count a run that a dead worker never finished; True if the delivery is dealt with.
+
+        A request that kills every worker that takes it (``os._exit``, the OOM killer) must
+        not loop for ever, and a Nameko caller sends no deadline to end it. Quorum queues
+        count deliveries themselves (``x-delivery-count``); on a classic queue a redelivered
+        request goes back as a copy that counts (``x-amqprpc-attempts``). After
+        ``rpc_max_attempts`` lost runs the caller gets ``WorkerLost``. A connection that
+        drops mid-call costs an attempt too: the broker cannot tell the two apart.
+        """
+        headers = delivery.headers
+        limit = self._config.rpc_max_attempts
+        if self._config.queue_type == "quorum":
+            lost = headers.get("x-delivery-count")
+            lost = lost if isinstance(lost, int) and not isinstance(lost, bool) else 0
+            if lost < limit:
+                return False
+        else:
+            if not delivery.redelivered:
+                return False
+            lost = attempts_of(headers) + 1
+            if lost < limit:
+                self._run_again(delivery, routing_key, lost)
+                return True
+        _log.error("%s: %s was taken by %d workers that died before finishing it; answering "
+                   "WorkerLost instead of running it again", self._service, routing_key, lost)
+        self._reply(delivery, codec, None, WorkerLost(
+            f"{routing_key} did not finish in {lost} attempts: each worker that ran it "
+            "died (or lost its broker connection) first"))
+        return True
+
+    def _run_again(self, delivery: Delivery, routing_key: str, lost: int) -> None:
+        """Send a counted copy back through a short delay queue; ack the original once safe.
+
+        The delay matters: a copy straight back to the queue can reach the very worker that
+        is about to die before the original's ack goes out, and then both come back, lineage
+        after lineage. It comes back by queue name, so it names its method in a header.
+        """
+        delay_ms = _RERUN_DELAY_MS * 2 ** (lost - 1)
+        _log.warning("%s: %s was redelivered (lost run %d of at most %d); running it again in "
+                     "%d ms", self._service, routing_key, lost, self._config.rpc_max_attempts, delay_ms)
+        received = Received(delivery.body, delivery.properties, delivery.exchange, delivery.routing_key)
+        target = delay_queue(self.queue_name, delay_ms)
+        copy = retry_copy(received, queue=self.queue_name, delay_queue=target, attempts=lost,
+                          error=WorkerLost("the worker that ran it died before finishing"))
+        self._republish(delivery, copy, delay_queue_arguments(self.queue_name, delay_ms))
+
+    def _routing_key_of(self, delivery: Delivery) -> str:
+        """``<service>.<method>``: a re-run copy comes back by queue name and says it in a header."""
+        if delivery.exchange == "":
+            origin = delivery.headers.get(ROUTING_KEY_HEADER)
+            if isinstance(origin, str) and origin.partition(".")[0] == self._service:
+                return origin
+        return delivery.routing_key
 
     def _reply(self, delivery: Delivery, codec: Codec, result: Any,
                error: BaseException | None) -> None:
@@ -191,6 +251,7 @@ class RpcConsumer(ConsumesQueue, Extension):
 
 
 JSON_CODEC = codec_for(JSON)
+_RERUN_DELAY_MS = 250  # before the first re-run of a request whose worker died; doubles after
 
 
 class UnencodableResult(AmqpRpcError):

@@ -29,3 +29,9 @@ class EchoService:
                 raise TimeoutError("never released")
             time.sleep(0.01)
         return os.getpid()
+
+    @rpc
+    def crash(self, marker_dir: str):
+        """Die mid-call, every time (a poison request): leave a file per run first."""
+        (Path(marker_dir) / f"{os.getpid()}.crash").touch()
+        os._exit(1)
