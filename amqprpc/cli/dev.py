@@ -95,6 +95,8 @@ def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, 
     classes = _friendly(lambda: find_services(targets))
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    # Databases and broker data live here: keep `git add .` from committing them.
+    (state_dir / ".gitignore").write_text("# made by `amqprpc dev`: local state, never commit it\n*\n")
     environment = DevEnvironment(env=dict(os.environ))
     try:
         _provide_broker(config, state_dir, environment)

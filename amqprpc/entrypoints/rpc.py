@@ -47,7 +47,8 @@ class Rpc(Entrypoint):
     """Expose a method as ``<service>.<method>`` over RPC.
 
     ``expected_exceptions``: errors that are part of the method's contract; they are
-    logged as warnings instead of errors. ``http``, ``roles`` and ``public`` (no
+    logged as warnings instead of errors. Exception classes in the service's
+    ``http_errors`` count as expected too. ``http``, ``roles`` and ``public`` (no
     authentication needed) describe how the HTTP bridge exposes the method (docs/bridge.md).
     """
 
@@ -68,8 +69,14 @@ class Rpc(Entrypoint):
         self.signature: inspect.Signature | None = None
 
     def setup(self) -> None:
-        method = getattr(self.container.service_cls, self.method_name)
+        service_cls = self.container.service_cls
+        method = getattr(service_cls, self.method_name)
         self.signature = inspect.signature(method)
+        # An exception the service maps to an HTTP status is part of its contract: a 404
+        # should log a warning, not an error with a traceback.
+        mapped = tuple(key for key in (getattr(service_cls, "http_errors", None) or {})
+                       if isinstance(key, type) and issubclass(key, BaseException))
+        self.expected_exceptions = tuple(dict.fromkeys(self.expected_exceptions + mapped))
         consumer = self.container.shared_extension(RpcConsumer, RpcConsumer)
         consumer.register(self)
 

@@ -115,6 +115,8 @@ def test_create_user_place_order_it_becomes_paid(demo: Any) -> None:
     assert process.wait(60) == 0, log.read_text(errors="replace")[-3000:]
     text = log.read_text(errors="replace")
     assert "dev | stopped" in text and "Traceback" not in text
+    ignore = (log.parent / "state" / ".gitignore").read_text()  # its data never gets committed
+    assert "*" in ignore.splitlines()
     for name in ("users", "orders", "payments"):
         assert f"{name} |" in text
         assert text.count(f"{name} |") >= 2  # every line of every process is prefixed
