@@ -1,7 +1,7 @@
 """A brake on credential guessing: failed authentications per client address, then 429.
 
-Each address has a leaky bucket that drains at ``limit / window`` per second. While it
-holds ``limit`` or more, requests with credentials from that address answer 429 with
+Each address has a leaky bucket that drains at ``limit / window`` per second. While one
+more attempt would take it past ``limit``, requests with credentials from that address answer 429 with
 ``Retry-After`` before any key lookup, signature check or JWKS fetch: guessing costs the
 guesser time and the bridge nothing. So at most about ``limit`` failures per ``window``
 get through from one address, in bursts of ``limit``.
@@ -46,9 +46,9 @@ class AuthFailureBrake:
         key = _bucket_key(address)
         entry = self._levels.pop(key, None)
         level = self._drained(entry) if entry is not None else 0.0
-        if level >= self.limit:
+        if level + 1.0 > self.limit:  # this attempt would be one more than the limit
             self._levels[key] = (level, self._clock())  # stays hot in the LRU while it is refused
-            retry_after = max(1, math.ceil((level - self.limit + 1.0) / self.drain))
+            retry_after = max(1, math.ceil((level + 1.0 - self.limit) / self.drain))
             raise ApiError(429, "too_many_auth_failures",
                            f"too many failed authentications from this address; retry in {retry_after}s",
                            headers={"Retry-After": str(retry_after)})

@@ -29,26 +29,13 @@ from http_bridge import BridgeSettings, create_app
 from http_bridge.app import GATEWAY
 from http_bridge.jwks import JwksKeys, JwksUnavailable, parse_jwks
 
-from .support import FakeRpc, descriptor_of, make_app
+from .support import Clock, FakeRpc, descriptor_of, make_app
 from .test_cors import Shop
 from .test_end_to_end import INTERVAL, make_service, poll
 
 ISSUER = "https://idp.test/"
 AUDIENCE = "shop-api"
 HS_SECRET = "h" * 40
-
-
-class Clock:
-    """Monotonic time the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Idp:
