@@ -29,6 +29,7 @@ from aiohttp import web
 from amqprpc import AsyncRpcClient, Config, ServiceRegistry
 
 from .auth import Authenticator
+from .connections import ConnectionGate
 from .cors import CorsPolicy, cors_middleware
 from .errors import ApiError, error_body
 from .gateway import Gateway
@@ -37,6 +38,7 @@ from .settings import BridgeSettings
 from .soap import SOAP_PREFIX, SoapEndpoint
 
 GATEWAY = web.AppKey("gateway", Gateway)
+CONNECTIONS = web.AppKey("connections", ConnectionGate)  # counted by server.start_server
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,6 +74,7 @@ def create_app(
     middlewares = [cors_middleware(policy, gateway, methods_for)] if policy is not None else []
     app = web.Application(client_max_size=settings.max_body_size, middlewares=middlewares)
     app[GATEWAY] = gateway
+    app[CONNECTIONS] = ConnectionGate(settings.max_connections)
     app.cleanup_ctx.append(_lifespan(gateway, config, rpc_client, registry))
 
     soap = SoapEndpoint(gateway)
@@ -134,7 +137,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    text = request.app[GATEWAY].metrics.render()
+    text = request.app[GATEWAY].metrics.render() + request.app[CONNECTIONS].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 

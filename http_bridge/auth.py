@@ -18,9 +18,12 @@
   and ``aud`` whenever configured; ``sub`` is the principal and the ``roles`` claim (a
   list, or a space-separated string) the roles.
 
-Errors: credentials that are present but wrong -> 401 with ``WWW-Authenticate``; any
-unexpected failure while checking them -> 401 as well (logged), never a pass; a token
-whose key could not be fetched from the JWKS URL -> 503 (``jwks``).
+Errors: credentials that are present but wrong -> 401 with ``WWW-Authenticate``, one
+fixed body whatever the reason (``errors.CredentialsRefused``; the reason is logged at
+info, never the credential itself); any unexpected failure while checking them -> the
+same 401 (logged with its traceback), never a pass; a token whose key could not be
+fetched from the JWKS URL -> 503 (``jwks``). Failed credentials are counted per client
+address (``auth_failures``): past the limit, 429 before any verification work.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from multidict import CIMultiDictProxy
 
 from amqprpc import ConfigError
 
-from .errors import ApiError
+from .auth_failures import AuthFailureBrake
+from .errors import ApiError, CredentialsRefused
 from .jwks import ASYMMETRIC_ALGORITHMS, JwksKeys
 from .settings import BridgeSettings
 
@@ -146,30 +150,30 @@ class JwtVerifier:
         self._jwks_options = {**self._options, "enforce_minimum_key_length": True}
 
     async def verify_token(self, token: str) -> Identity:
-        """The identity a token proves, with the static keys or the JWKS; ApiError 401 (or 503)."""
+        """The identity a token proves, with the static keys or the JWKS; CredentialsRefused (or 503)."""
         if self.jwks is not None:
             try:
                 header = jwt.get_unverified_header(token)
             except jwt.PyJWTError as exc:
-                raise _unauthorized(f"invalid token: {exc}", "invalid_token") from None
+                raise CredentialsRefused(f"invalid token: {exc}") from None
             kid, algorithm = header.get("kid"), header.get("alg")
             if isinstance(kid, str) and isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS:
                 key = await self.jwks.key_for(kid, algorithm)
                 return self._decode(token, key, algorithm, self._jwks_options)
             if not self._keys:
-                raise _unauthorized("invalid token: expected a kid and an asymmetric alg (RS256, "
-                                    f"ES256, EdDSA...), got alg {algorithm!r}", "invalid_token")
+                raise CredentialsRefused("invalid token: expected a kid and an asymmetric alg (RS256, "
+                                         f"ES256, EdDSA...), got alg {algorithm!r}")
         return self.verify(token)
 
     def verify(self, token: str) -> Identity:
-        """The identity a token proves with the static keys; ApiError 401 for any that does not verify."""
+        """The identity a token proves with the static keys; CredentialsRefused if it does not verify."""
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError as exc:
-            raise _unauthorized(f"invalid token: {exc}", "invalid_token") from None
+            raise CredentialsRefused(f"invalid token: {exc}") from None
         key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
         if key is None:
-            raise _unauthorized(f"invalid token: algorithm {algorithm!r} is not accepted", "invalid_token")
+            raise CredentialsRefused(f"invalid token: algorithm {algorithm!r} is not accepted")
         return self._decode(token, key, algorithm, self._options)
 
     def _decode(self, token: str, key: Any, algorithm: str, options: dict[str, Any]) -> Identity:
@@ -177,12 +181,12 @@ class JwtVerifier:
             claims = jwt.decode(token, key, algorithms=[algorithm], audience=self.audience,
                                 issuer=self.issuer, leeway=self.leeway, options=options)
         except jwt.ExpiredSignatureError:
-            raise _unauthorized("the token has expired", "invalid_token") from None
-        except jwt.PyJWTError as exc:
-            raise _unauthorized(f"invalid token: {exc}", "invalid_token") from None
+            raise CredentialsRefused("the token has expired") from None
+        except jwt.PyJWTError as exc:  # PyJWT's messages name the claim, never the token
+            raise CredentialsRefused(f"invalid token: {type(exc).__name__}: {exc}") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
-            raise _unauthorized("invalid token: sub must be a non-empty string", "invalid_token")
+            raise CredentialsRefused("invalid token: sub must be a non-empty string")
         return Identity(subject, _roles(claims.get(self.roles_claim)), "jwt")
 
 
@@ -198,10 +202,11 @@ class Authenticator:
     """Checks a request's credentials; built once at start from the settings."""
 
     def __init__(self, api_keys: ApiKeyStore | None = None, jwt_verifier: JwtVerifier | None = None,
-                 *, allow_anonymous: bool = False) -> None:
+                 *, allow_anonymous: bool = False, failures: AuthFailureBrake | None = None) -> None:
         self.api_keys = api_keys
         self.jwt = jwt_verifier
         self.allow_anonymous = allow_anonymous
+        self.failures = failures  # None: no brake on failed credentials
         if api_keys is None and jwt_verifier is None and not allow_anonymous:
             _log.warning("no API keys and no JWT key configured: every non-public route answers 401")
 
@@ -225,39 +230,61 @@ class Authenticator:
                                    issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                    leeway=settings.jwt_leeway, roles_claim=settings.jwt_roles_claim,
                                    jwks=jwks)
-        return cls(keys, verifier, allow_anonymous=settings.allow_anonymous)
+        failures = None
+        if settings.auth_failure_limit > 0:
+            failures = AuthFailureBrake(settings.auth_failure_limit, settings.auth_failure_window,
+                                        settings.auth_failure_max_addresses)
+        return cls(keys, verifier, allow_anonymous=settings.allow_anonymous, failures=failures)
 
-    async def identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
+    async def identify(self, headers: CIMultiDictProxy[str], *, client: str) -> Identity | None:
         """The caller's identity, None if no credentials were sent; ApiError 401 if they are bad.
 
-        A coroutine because a token may need its key fetched from the JWKS URL (503 when that fails).
+        ``client`` is the client address: 429 at once while it has failed too often, and
+        a 401 counts against it. A coroutine because a token may need its key fetched
+        from the JWKS URL (503 when that fails).
         """
+        api_key = headers.getall(API_KEY_HEADER, [])
+        authorization = headers.getall("Authorization", [])
+        if not api_key and not authorization:
+            return None
+        if self.failures is not None:
+            self.failures.charge(client)  # 429 here, before any lookup, signature check or key fetch
+        failed = False
         try:
-            return await self._identify(headers)
-        except ApiError:
+            identity = await self._identify(api_key, authorization)
+        except CredentialsRefused as refused:
+            _log.info("credentials from %s refused: %s", client, refused.reason)
+            failed = True
+            raise
+        except ApiError as error:  # 401 for a malformed credential (two at once, not Bearer); 503
+            if error.status == 401:
+                _log.info("credentials from %s refused: %s", client, error.message)
+                failed = True
             raise
         except Exception:  # a bug or a broken key: refuse, never let the request through
             _log.exception("authentication failed unexpectedly; refusing the request")
-            raise _unauthorized("credentials could not be verified", "invalid_token") from None
+            raise CredentialsRefused("credentials could not be verified") from None
+        finally:
+            if not failed and self.failures is not None:
+                self.failures.refund(client)  # verified, or the bridge's fault (503, a bug)
+        return identity
 
-    async def _identify(self, headers: CIMultiDictProxy[str]) -> Identity | None:
-        api_key = headers.getall(API_KEY_HEADER, [])
-        authorization = headers.getall("Authorization", [])
+    async def _identify(self, api_key: list[str], authorization: list[str]) -> Identity | None:
         if len(api_key) + len(authorization) > 1:
             raise _unauthorized("send one credential: X-API-Key or Authorization", "invalid_request")
         if api_key:
             if self.api_keys is None:
-                raise _unauthorized("API keys are not accepted here", "invalid_token")
+                raise CredentialsRefused("an API key, but no api_keys_file is configured")
             identity = self.api_keys.lookup(api_key[0].strip())
             if identity is None:
-                raise _unauthorized("unknown API key", "invalid_token")
+                raise CredentialsRefused("unknown API key")
             return identity
         if authorization:
             scheme, _, token = authorization[0].strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise _unauthorized("use Authorization: Bearer <token>", "invalid_request")
             if self.jwt is None:
-                raise _unauthorized("bearer tokens are not accepted here", "invalid_token")
+                raise CredentialsRefused("a bearer token, but no JWT key is configured")
             return await self.jwt.verify_token(token.strip())
         return None
 

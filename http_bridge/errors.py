@@ -49,6 +49,23 @@ class ApiError(Exception):
         return f"{self.status} {self.code}: {self.message}"
 
 
+INVALID_CREDENTIALS = "the credentials are invalid or expired"
+
+
+class CredentialsRefused(ApiError):
+    """Credentials that are present but do not verify: one fixed 401 for every reason.
+
+    ``reason`` (why PyJWT or the key store refused them) is for the bridge's log only:
+    telling a client "bad signature" from "expired" from "wrong audience" helps whoever
+    is probing the bridge's keys and claims more than the client that holds a good token.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(401, "unauthorized", INVALID_CREDENTIALS,
+                         headers={"WWW-Authenticate": 'Bearer realm="amqprpc", error="invalid_token"'})
+        self.reason = reason
+
+
 # (exception type, status, code, message shown to the client or None to use str(exc)).
 # Order matters: the first matching type wins. Tested for completeness in test_errors.py.
 ERROR_TABLE: tuple[tuple[type[BaseException], int, str, str | None], ...] = (

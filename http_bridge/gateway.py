@@ -6,7 +6,8 @@
     -> in-flight cap (503) -> RPC call with the route's deadline (504) -> JSON answer
 
 Identity reaches the service only as the context the bridge sets itself (``user_id``,
-``roles``, ``idempotency_key``, ``call_id_stack``); no client header is passed on. A call
+``roles``, ``idempotency_key`` -- a digest of the scoped key, not the client's --,
+``call_id_stack``); no client header is passed on. A call
 is never retried by the bridge.
 """
 
@@ -26,8 +27,9 @@ from amqprpc import AsyncRpcClient, ServiceRegistry
 from amqprpc.discovery import MethodDescriptor
 
 from .auth import Authenticator, Identity
+from .client_address import ClientAddresses
 from .errors import ApiError, ErrorContext, error_body, map_error
-from .idempotency import IdempotencyCache, StoredResponse
+from .idempotency import IdempotencyCache, StoredResponse, scope_of, service_key
 from .limits import InflightGate, RateLimiter, read_json_body
 from .metrics import BridgeMetrics
 from .params import bind_arguments
@@ -52,6 +54,7 @@ class Gateway:
         self.inflight = InflightGate(settings.max_inflight)
         self.idempotency = IdempotencyCache(settings.idempotency_ttl, settings.idempotency_max_entries)
         self.metrics = BridgeMetrics(lambda: self.inflight.count)
+        self._addresses = ClientAddresses(settings.trusted_proxies)
         self._table = RouteTable()
         # Request ids: unique per process and cheap (uuid4 costs a urandom syscall each).
         self._id_prefix = secrets.token_hex(6)
@@ -106,9 +109,10 @@ class Gateway:
 
     async def _call(self, request: web.Request, request_id: str, route: Route,
                     path_params: dict[str, str]) -> web.Response:
-        identity = self.auth.authorize(await self.auth.identify(request.headers), public=route.public,
-                                       roles=route.roles)
-        self.rate.check(identity.principal or f"ip:{self.client_address(request)}")
+        client = self.client_address(request)
+        identity = self.auth.authorize(await self.auth.identify(request.headers, client=client),
+                                       public=route.public, roles=route.roles)
+        self.rate.check(identity.principal or f"ip:{client}")
         self.check_available(route.service)
         body = await read_json_body(request, self.settings.max_body_size, self.settings.body_timeout)
         kwargs = bind_arguments(route.method, path_params, list(request.rel_url.query.items()), body)
@@ -118,21 +122,22 @@ class Gateway:
             return await self._invoke(route, kwargs, identity, request_id, None)
         fingerprint = IdempotencyCache.fingerprint(
             request.method, str(request.rel_url), json.dumps(body, sort_keys=True).encode())
-        stored = self.idempotency.begin(identity.principal, key, fingerprint)
+        scope = scope_of(identity, client)
+        stored = self.idempotency.begin(scope, key, fingerprint)
         if stored is not None:
             response = web.Response(status=stored.status, body=stored.body, content_type=stored.content_type)
             response.headers["Idempotent-Replayed"] = "true"
             return response
         try:
             try:
-                response = await self._invoke(route, kwargs, identity, request_id, key)
+                response = await self._invoke(route, kwargs, identity, request_id, service_key(scope, key))
             except ApiError as error:
                 response = self._error_response(error, request_id)
         except BaseException:
-            self.idempotency.abandon(identity.principal, key)
+            self.idempotency.abandon(scope, key)
             raise
         assert isinstance(response.body, bytes)
-        self.idempotency.finish(identity.principal, key,
+        self.idempotency.finish(scope, key,
                                 StoredResponse(response.status, response.body, JSON_TYPE))
         return response
 
@@ -199,16 +204,7 @@ class Gateway:
 
     def client_address(self, request: web.Request) -> str:
         """The client's address; X-Forwarded-For counts only when a trusted proxy sent it."""
-        remote = request.remote or "unknown"
-        trusted = self.settings.trusted_proxies
-        if remote not in trusted:
-            return remote
-        hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", [])
-                for hop in value.split(",") if hop.strip()]
-        for hop in reversed(hops):
-            if hop not in trusted:
-                return hop
-        return remote
+        return self._addresses.of(request)
 
     # ------------------------------------------------------------ answers
 

@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 import jwt
 
-from .errors import ApiError
+from .errors import ApiError, CredentialsRefused
 
 _log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ class JwksKeys:
         self._lock = asyncio.Lock()
 
     async def key_for(self, kid: str, algorithm: str) -> Any:
-        """The public key to verify a token of ``kid``/``algorithm``; ApiError 401 or 503."""
+        """The public key to verify a token of ``kid``/``algorithm``; CredentialsRefused (401) or 503."""
         if algorithm not in ASYMMETRIC_ALGORITHMS:
-            raise _invalid(f"algorithm {algorithm!r} is not accepted with the key set")
+            raise CredentialsRefused(f"algorithm {algorithm!r} is not accepted with the key set")
         key = self._keys.get(kid)
         # A known key does not wait for a fetch another request already runs (the IdP may be slow).
         if key is None or (self._stale() and not self._lock.locked()):
@@ -91,9 +91,9 @@ class JwksKeys:
                 raise ApiError(503, "auth_keys_unavailable",
                                "the identity provider's signing keys could not be fetched; try again later",
                                headers={"Retry-After": str(retry)})
-            raise _invalid(f"no signing key {kid[:100]!r} in the identity provider's key set")
+            raise CredentialsRefused(f"no signing key {kid[:100]!r} in the identity provider's key set")
         if algorithm not in key.algorithms:
-            raise _invalid(f"algorithm {algorithm} does not fit key {kid[:100]!r}")
+            raise CredentialsRefused(f"algorithm {algorithm} does not fit key {kid[:100]!r}")
         return key.key
 
     def _stale(self) -> bool:
@@ -193,8 +193,3 @@ def _signing_key(entry: Any) -> SigningKey:
     except Exception as exc:  # PyJWT's errors, or a malformed member (missing "n", bad base64...)
         raise ValueError(f"kid {kid!r}: unusable key: {exc}") from None
     return SigningKey(kid, key, algorithms)
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", f"invalid token: {message}",
-                    headers={"WWW-Authenticate": 'Bearer realm="amqprpc", error="invalid_token"'})

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from amqprpc import Config
 
-from .app import create_app
+from .app import CONNECTIONS, create_app
 from .settings import BridgeSettings
 
 _log = logging.getLogger("http_bridge.server")
@@ -143,8 +143,10 @@ async def start_server(app: web.Application, settings: BridgeSettings, *,
     handler_factory = runner.server
     assert handler_factory is not None
     loop = asyncio.get_running_loop()
+    gate = app[CONNECTIONS]  # max_connections: over it, refused before aiohttp sees the connection
     server = await loop.create_server(
-        lambda: HeaderDeadline(handler_factory(), settings.header_timeout, settings.max_headers_total),
+        lambda: gate.protocol(
+            lambda: HeaderDeadline(handler_factory(), settings.header_timeout, settings.max_headers_total)),
         settings.host, settings.port, reuse_port=reuse_port, backlog=1024,
     )
     return runner, server

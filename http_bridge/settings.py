@@ -26,7 +26,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from ipaddress import ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,6 +56,10 @@ class BridgeSettings:
     jwt_jwks_refetch_interval: float = 30.0  # at most one fetch per this long (unknown kids, failures)
     jwt_jwks_timeout: float = 5.0  # one fetch, connect to last byte
     allow_anonymous: bool = False  # True: non-public routes without roles need no credentials
+    # failed credentials per client address: past auth_failure_limit per window, 429; 0: off
+    auth_failure_limit: int = 20
+    auth_failure_window: float = 60.0
+    auth_failure_max_addresses: int = 10_000  # addresses tracked (LRU); a flood cannot grow it
 
     # limits
     max_body_size: int = 1024 * 1024
@@ -68,6 +72,7 @@ class BridgeSettings:
     rate_burst: int = 100
     rate_limit_max_keys: int = 10_000
     max_inflight: int = 1000  # RPC calls in flight in this process; 503 past it
+    max_connections: int = 1024  # open HTTP connections (keep-alive too) per process; refused past it
 
     # calls
     default_deadline: float = 10.0
@@ -79,7 +84,9 @@ class BridgeSettings:
     idempotency_max_entries: int = 10_000
 
     # network
-    trusted_proxies: tuple[str, ...] = ()  # X-Forwarded-For is honoured only from these
+    # X-Forwarded-For is honoured only when the socket peer is one of these (addresses or
+    # networks: "10.0.0.5", "10.1.0.0/16"); otherwise the client address is the peer's
+    trusted_proxies: tuple[str, ...] = ()
 
     # CORS (browsers on other origins); no origins: off, no CORS header is ever sent
     cors_allowed_origins: tuple[str, ...] = ()  # "https://app.example.com", or "*" (not with credentials)
@@ -95,15 +102,22 @@ class BridgeSettings:
     def __post_init__(self) -> None:
         for name in ("max_body_size", "max_header_size", "max_headers_total", "max_inflight",
                      "rate_burst", "rate_limit_max_keys", "idempotency_max_entries", "workers",
-                     "soap_max_depth", "soap_max_elements"):
+                     "soap_max_depth", "soap_max_elements", "max_connections",
+                     "auth_failure_max_addresses"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bridge.{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("header_timeout", "body_timeout", "default_deadline", "keepalive_timeout",
-                     "jwt_jwks_cache_ttl", "jwt_jwks_refetch_interval", "jwt_jwks_timeout"):
+                     "jwt_jwks_cache_ttl", "jwt_jwks_refetch_interval", "jwt_jwks_timeout",
+                     "auth_failure_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"bridge.{name} must be positive, got {getattr(self, name)!r}")
-        if self.rate_limit < 0:
-            raise ConfigError(f"bridge.rate_limit must not be negative, got {self.rate_limit!r}")
+        for name in ("rate_limit", "auth_failure_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"bridge.{name} must not be negative (0 turns it off), "
+                                  f"got {getattr(self, name)!r}")
+        object.__setattr__(self, "trusted_proxies", tuple(v.strip() for v in self.trusted_proxies))
+        for value in self.trusted_proxies:
+            proxy_network(value)
         for key, seconds in self.deadlines.items():
             if not isinstance(seconds, int | float) or seconds <= 0:
                 raise ConfigError(f"bridge.deadlines[{key!r}] must be a positive number of seconds")
@@ -193,6 +207,15 @@ def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
         if origin not in out:
             out.append(origin)
     return tuple(out)
+
+
+def proxy_network(value: str) -> IPv4Network | IPv6Network:
+    """A ``trusted_proxies`` entry as a network (an address is a /32 or /128); ConfigError if bad."""
+    try:
+        return ip_network(value, strict=False)
+    except ValueError:
+        raise ConfigError(f"bridge.trusted_proxies: {value!r} is not an IP address or network "
+                          "(e.g. 10.0.0.5, 10.1.0.0/16, fd00::/8); host names are not accepted") from None
 
 
 def _check_jwks_url(url: str) -> None:

@@ -34,7 +34,7 @@ from amqprpc.discovery import ServiceRegistry
 from ..auth import Identity
 from ..errors import INTERNAL, ApiError
 from ..gateway import Gateway
-from ..idempotency import IdempotencyCache, StoredResponse
+from ..idempotency import IdempotencyCache, StoredResponse, scope_of, service_key
 from ..limits import read_body
 from .codec import ResultMismatch
 from .envelope import operation_element, write_fault, write_reply
@@ -113,10 +113,11 @@ class SoapEndpoint:
         """(metrics label, answer); errors before the operation is known are raised."""
         gateway = self.gateway
         settings = gateway.settings
-        identity = await gateway.auth.identify(request.headers)
+        client = gateway.client_address(request)
+        identity = await gateway.auth.identify(request.headers, client=client)
         if identity is None and not service.any_public:
             gateway.auth.authorize(None, public=False, roles=())  # 401 before the body is read
-        gateway.rate.check(identity.principal if identity else f"ip:{gateway.client_address(request)}")
+        gateway.rate.check(identity.principal if identity else f"ip:{client}")
         body = await read_body(request, settings.max_body_size, settings.body_timeout)
         root = await _parse(body, settings.soap_max_depth, settings.soap_max_elements)
         element = operation_element(root)
@@ -163,19 +164,21 @@ class SoapEndpoint:
         """As for REST routes; only a reply is kept (a fault is 500: the retry runs again)."""
         cache = self.gateway.idempotency
         fingerprint = IdempotencyCache.fingerprint("POST", str(request.rel_url), body)
-        stored = cache.begin(identity.principal, key, fingerprint)
+        scope = scope_of(identity, self.gateway.client_address(request))
+        stored = cache.begin(scope, key, fingerprint)
         if stored is not None:
             response = web.Response(status=stored.status, body=stored.body, content_type=XML_TYPE,
                                     charset="utf-8")
             response.headers["Idempotent-Replayed"] = "true"
             return response
         try:
-            response = await self._invoke(service, operation, kwargs, identity, request_id, key)
+            response = await self._invoke(service, operation, kwargs, identity, request_id,
+                                          service_key(scope, key))
         except BaseException:
-            cache.abandon(identity.principal, key)
+            cache.abandon(scope, key)
             raise
         assert isinstance(response.body, bytes)
-        cache.finish(identity.principal, key, StoredResponse(response.status, response.body, XML_TYPE))
+        cache.finish(scope, key, StoredResponse(response.status, response.body, XML_TYPE))
         return response
 
     # ------------------------------------------------------------ the WSDL

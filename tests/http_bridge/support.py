@@ -60,3 +60,25 @@ def make_app(registry: ServiceRegistry, rpc: FakeRpc, **settings: Any) -> web.Ap
     defaults.update(settings)
     return create_app(Config(), rpc_client=rpc, registry=registry,  # type: ignore[arg-type]
                       settings=BridgeSettings(**defaults))
+
+
+class Clock:
+    """Monotonic time the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def wait_until_async(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """``tests.waiting.wait_until`` for code on the event loop: polls without blocking it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)

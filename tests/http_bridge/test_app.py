@@ -11,6 +11,7 @@ import pytest
 
 from amqprpc import IncorrectSignature, MethodNotFound, RemoteError, RpcTimeout, UnknownService, rpc
 from http_bridge.auth import hash_key
+from http_bridge.idempotency import service_key
 
 from .support import FakeRpc, descriptor_of, make_app, run_app
 
@@ -309,7 +310,7 @@ def test_idempotency_key_replays_and_guards(setup):
 
     async def create(service, method, kwargs, context):
         counter["n"] += 1
-        assert context["idempotency_key"] == "k-1"
+        assert context["idempotency_key"] == service_key("principal:alice", "k-1")  # never the raw key
         return {"id": counter["n"]}
 
     app, _fake = setup(FakeRpc(create))

@@ -72,12 +72,12 @@ def test_api_key_file(tmp_path):
 
 def test_authorize_roles_public_and_fail_closed():
     auth = Authenticator(None, None)
-    assert asyncio.run(auth.identify(headers())) is None
+    assert asyncio.run(auth.identify(headers(), client="192.0.2.1")) is None
     with pytest.raises(ApiError) as info:
         auth.authorize(None, public=False, roles=())
     assert info.value.status == 401 and "WWW-Authenticate" in info.value.headers
     with pytest.raises(ApiError):  # credentials nobody can check are refused, not ignored
-        asyncio.run(auth.identify(headers(X_API_Key="anything")))
+        asyncio.run(auth.identify(headers(X_API_Key="anything"), client="192.0.2.1"))
     assert auth.authorize(None, public=True, roles=("admin",)).method == "anonymous"
     anonymous_ok = Authenticator(None, None, allow_anonymous=True)
     assert anonymous_ok.authorize(None, public=False, roles=()).method == "anonymous"
@@ -91,5 +91,5 @@ def test_authorize_roles_public_and_fail_closed():
 
     broken = Authenticator(Broken(), None)  # type: ignore[arg-type]
     with pytest.raises(ApiError) as info:
-        asyncio.run(broken.identify(headers(X_API_Key="k")))
+        asyncio.run(broken.identify(headers(X_API_Key="k"), client="192.0.2.1"))
     assert info.value.status == 401
