@@ -111,6 +111,8 @@ def test_create_user_place_order_it_becomes_paid(demo: Any) -> None:
     assert http("GET", f"{base}/orders/{order['id']}/payment")[1]["status"] == "succeeded"
     assert http("POST", f"{base}/orders", {"user_id": "nobody", "amount": 1})[0] == 422
 
+    run_readme_demo(base)
+
     process.send_signal(signal.SIGINT)  # Ctrl-C
     assert process.wait(60) == 0, log.read_text(errors="replace")[-3000:]
     text = log.read_text(errors="replace")
@@ -120,3 +122,31 @@ def test_create_user_place_order_it_becomes_paid(demo: Any) -> None:
     for name in ("users", "orders", "payments"):
         assert f"{name} |" in text
         assert text.count(f"{name} |") >= 2  # every line of every process is prefixed
+
+
+def readme_demo_commands() -> str:
+    """The curl block of README.md's "Try the demo", exactly as a reader copies it."""
+    section = (ROOT / "README.md").read_text().split("## Try the demo", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```bash\n")[1:]
+    commands = [block.split("```", 1)[0] for block in blocks if "curl" in block]
+    assert len(commands) == 1, "README's demo should have one block of curl commands"
+    return commands[0]
+
+
+def run_readme_demo(base: str) -> None:
+    """Run the README's commands against this demo; the order they place gets paid."""
+    script = readme_demo_commands().replace("localhost:8000", base.removeprefix("http://"))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script + 'echo "order=$order"'],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    *printed, last = done.stdout.strip().splitlines()
+    assert printed and printed[-1] in ("pending", "paid"), done.stdout
+    order = last.removeprefix("order=")
+    assert order.isdigit(), done.stdout
+
+    def paid() -> Any:
+        status, body = http("GET", f"{base}/orders/{order}")
+        return body if status == 200 and body["status"] == "paid" else None
+
+    until(time.monotonic() + 60, "the README's order to be paid", paid)
+
