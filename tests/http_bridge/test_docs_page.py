@@ -25,6 +25,7 @@ class Library:
 
     @rpc(http="POST /books", roles=["librarian"])
     def add(self, title: str) -> dict:
+        """Add a book; ``title`` is kept as given, `<b>x</b>` stays text."""
         return {}
 
 
@@ -46,3 +47,6 @@ def test_docs_page_shows_the_routes(fed_registry):
     assert "(2 routes)" in dom
     assert 'data-operation="library.book"' in dom and 'data-operation="library.add"' in dom
     assert "/books/{isbn}" in dom and "Find a book by ISBN." in dom and "roles: librarian" in dom
+    # reStructuredText literals render as code, never as raw backticks or live HTML
+    assert "<code>title</code>" in dom and "``title``" not in dom  # summary and description
+    assert "<code>&lt;b&gt;x&lt;/b&gt;</code>" in dom
