@@ -50,6 +50,9 @@ class Config(DependencyProvider, Mapping[str, Any]):
     delivery_limit: int = 20  # quorum queues only: deliveries before the broker gives up
     rpc_max_attempts: int = 3  # runs of a request whose workers keep dying, then WorkerLost
     discovery_interval: float = 2.0  # seconds between a container's announcements (docs/protocol.md)
+    discovery_key: str = ""  # shared secret(s) that sign announcements; comma-separated to rotate
+    discovery_owners: str = ""  # "users=svc-users,orders=svc-orders": who alone may announce each
+    discovery_max_skew: float = 300.0  # seconds an announcement's clock may differ from ours
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,7 +62,8 @@ class Config(DependencyProvider, Mapping[str, Any]):
         for name in ("prefetch",):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
-        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval"):
+        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval",
+                     "discovery_max_skew"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.serializer not in ("json", "msgpack"):
@@ -109,6 +113,8 @@ class Config(DependencyProvider, Mapping[str, Any]):
         """Every setting, for ``amqprpc config``; the broker password is masked."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         data["broker_url"] = _mask_password(self.broker_url)
+        if self.discovery_key:
+            data["discovery_key"] = "***"
         data["extra"] = dict(self.extra)
         return data
 

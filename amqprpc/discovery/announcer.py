@@ -28,7 +28,9 @@ from typing import Any
 from ..extensions import Extension
 from ..messages import Outgoing
 from ..serialization import JSON, codec_for
+from ..transport.address import parse_broker_urls
 from .descriptor import build_descriptor
+from .trust import SIGNATURE_HEADER, AnnouncementSigner, parse_owners
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +53,12 @@ class ServiceAnnouncer(Extension):
         if self.interval <= 0:  # discovery turned off: announce nothing
             self._stopping = True
         self._codec = codec_for(JSON)
+        config = container.config
+        self._signer = AnnouncementSigner.from_setting(getattr(config, "discovery_key", ""))
+        # Where the registries require an owner for this service, say who we are: the broker
+        # checks user_id against our login, so it cannot be claimed by anyone else.
+        owner = parse_owners(getattr(config, "discovery_owners", "")).get(container.service_name)
+        self._user_id = parse_broker_urls(config.broker_url)[0].userid if owner else None
         # Built once, at start: a bad ``http=`` binding is a ConfigError now, not later.
         self._descriptor = build_descriptor(
             container,
@@ -103,18 +111,20 @@ class ServiceAnnouncer(Extension):
     def _announce(self, event: str) -> None:
         payload = {**self._descriptor, "event": event, "sent_at": time.time()}
         ttl_ms = max(1000, int(self.interval * 3000))
-        message = Outgoing(
-            DISCOVERY_EXCHANGE,
-            f"{self._descriptor['service']}.{event}",
-            self._codec.dumps(payload),
-            {
-                "content_type": self._codec.content_type,
-                "content_encoding": self._codec.content_encoding,
-                "delivery_mode": 1,
-                "expiration": str(ttl_ms),
-            },
-        )
-        self._connection.publish(message)
+        routing_key = f"{self._descriptor['service']}.{event}"
+        body = self._codec.dumps(payload)
+        properties: dict[str, Any] = {
+            "content_type": self._codec.content_type,
+            "content_encoding": self._codec.content_encoding,
+            "delivery_mode": 1,
+            "expiration": str(ttl_ms),
+        }
+        if self._signer is not None:
+            signature = self._signer.sign(routing_key, self._codec.content_type, body)
+            properties["application_headers"] = {SIGNATURE_HEADER: signature}
+        if self._user_id is not None:
+            properties["user_id"] = self._user_id
+        self._connection.publish(Outgoing(DISCOVERY_EXCHANGE, routing_key, body, properties))
 
 
 def _package_version() -> str | None:

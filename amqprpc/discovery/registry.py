@@ -48,7 +48,14 @@ from ..serialization import decode
 from ..transport import BrokerConnection, Delivery
 from .announcer import DEFAULT_INTERVAL, DISCOVERY_EXCHANGE
 from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor, parse_descriptor
-from .trust import DEFAULT_MAX_SKEW, SIGNATURE_HEADER, AnnouncementSigner, check_clock, narrowest
+from .trust import (
+    DEFAULT_MAX_SKEW,
+    SIGNATURE_HEADER,
+    AnnouncementSigner,
+    check_clock,
+    narrowest,
+    parse_owners,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -110,15 +117,19 @@ class ServiceRegistry:
         name: str | None = None,
         signer: AnnouncementSigner | None = None,
         owners: Mapping[str, str] | None = None,
-        max_skew: float = DEFAULT_MAX_SKEW,
+        max_skew: float | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or Config()
         self.expire_beats = expire_beats
         self.forget_after = forget_after
-        self.signer = signer
-        self.owners = dict(owners or {})  # service -> the broker user that alone may announce it
-        self.max_skew = max_skew
+        settings = self.config
+        self.signer = signer or AnnouncementSigner.from_setting(getattr(settings, "discovery_key", ""))
+        # service -> the broker user that alone may announce it
+        self.owners = dict(owners) if owners is not None else parse_owners(
+            getattr(settings, "discovery_owners", ""))
+        self.max_skew = max_skew if max_skew is not None else float(
+            getattr(settings, "discovery_max_skew", DEFAULT_MAX_SKEW))
         self._clock = clock
         self._wall_clock = wall_clock
         self._name = name or f"registry-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -136,6 +147,10 @@ class ServiceRegistry:
 
     def start(self, wait: bool = True) -> None:
         """Connect and subscribe; with ``wait``, raise BrokerUnreachable if the broker is down."""
+        if self.signer is None:
+            _log.warning("discovery announcements are not authenticated: anyone who can publish "
+                         "on %s can change routes and roles; set discovery_key (docs/production.md)",
+                         DISCOVERY_EXCHANGE)
         connection = BrokerConnection(
             self.config.broker_url,
             name=self._name,

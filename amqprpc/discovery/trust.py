@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+from ..exceptions import ConfigError
 from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor
 
 SIGNATURE_HEADER = "x-amqprpc-signature"
@@ -48,7 +49,10 @@ class AnnouncementSigner:
         """``discovery_key`` as configured (comma-separated keys) or None when unset."""
         if value is None or not value.strip():
             return None
-        return cls(value.split(","))
+        try:
+            return cls(value.split(","))
+        except ValueError as exc:
+            raise ConfigError(f"discovery_key: {exc}") from None
 
     def sign(self, routing_key: str, content_type: str, body: bytes) -> str:
         return _SCHEME + _digest(self._keys[0], routing_key, content_type, body)
@@ -74,6 +78,17 @@ def _digest(key: bytes, routing_key: str, content_type: str, body: bytes) -> str
         mac.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two messages collide
         mac.update(part)
     return mac.hexdigest()
+
+
+def parse_owners(value: str) -> dict[str, str]:
+    """``discovery_owners`` (``"users=svc-users,orders=svc-orders"``) as service -> broker user."""
+    owners: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        service, sep, user = (item.strip() for item in entry.partition("="))
+        if not sep or not service or not user:
+            raise ConfigError(f"discovery_owners: {entry!r} is not service=broker_user")
+        owners[service] = user
+    return owners
 
 
 def check_clock(descriptor: ServiceDescriptor, now: float, max_skew: float = DEFAULT_MAX_SKEW) -> None:
