@@ -17,6 +17,7 @@ from .entrypoints.rpc import Rpc, rpc
 from .entrypoints.timer import Timer, timer
 from .exceptions import (
     AmqpRpcError,
+    BrokerBlocked,
     BrokerError,
     BrokerUnreachable,
     ConfigError,
@@ -39,6 +40,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py ch
     "AmqpRpcError",
     "AsyncRpcClient",
     "BROADCAST",
+    "BrokerBlocked",
     "BrokerError",
     "BrokerUnreachable",
     "CallContext",

@@ -22,7 +22,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from .config import Config
-from .exceptions import BrokerError, ConnectionLost, RpcTimeout, UnknownService, deserialize_error
+from .exceptions import (
+    BrokerBlocked,
+    BrokerError,
+    ConnectionLost,
+    RpcTimeout,
+    UnknownService,
+    deserialize_error,
+)
 from .messages import DIRECT_REPLY_TO, Context, Outgoing, build_request, parse_reply
 from .serialization import codec_named
 from .transport import BrokerConnection, Delivery
@@ -114,6 +121,9 @@ class Caller:
         timeout = self.config.rpc_timeout if timeout is None else timeout
         if timeout <= 0:
             raise RpcTimeout(f"{service}.{method}: the caller's deadline has already passed")
+        blocked = self.connection.blocked_reason
+        if blocked is not None:
+            raise BrokerBlocked(f"{service}.{method}: the broker refuses messages for now ({blocked})")
         correlation_id = f"{self._id_prefix}{next(self._ids)}"
         message = build_request(
             service,

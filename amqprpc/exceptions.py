@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError                     bad configuration, found at start
     ├── BrokerError                     talking to RabbitMQ failed
     │   ├── BrokerUnreachable           could not connect (also ConnectionError)
+    │   ├── BrokerBlocked               the broker refuses publishes for now (a resource alarm)
     │   └── ConnectionLost              the connection broke with this call in flight
     ├── RpcTimeout                      no reply by the call's deadline (also TimeoutError)
     ├── UnknownService                  no queue is bound for the service
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "AmqpRpcError",
+    "BrokerBlocked",
     "BrokerError",
     "BrokerUnreachable",
     "ConfigError",
@@ -61,6 +63,14 @@ class BrokerError(AmqpRpcError):
 
 class BrokerUnreachable(BrokerError, ConnectionError):
     """Raised when no connection to the broker could be made."""
+
+
+class BrokerBlocked(BrokerError):
+    """Raised at once for a call or event while the broker blocks this connection.
+
+    RabbitMQ blocks publishers during a memory or disk alarm; waiting would only turn the
+    refusal into a timeout. Nothing was sent: retrying later is safe.
+    """
 
 
 class ConnectionLost(BrokerError, ConnectionError):

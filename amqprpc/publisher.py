@@ -19,7 +19,7 @@ from concurrent.futures import Future, InvalidStateError, wait
 from typing import Any
 
 from .config import Config
-from .exceptions import BrokerError, ConfigError, ConnectionLost
+from .exceptions import BrokerBlocked, BrokerError, ConfigError, ConnectionLost
 from .messages import Context, Outgoing, build_event
 from .serialization import Codec, codec_named
 from .topology import MAX_NAME_LENGTH, declare_event_exchange, event_exchange
@@ -124,6 +124,11 @@ class EventPublisher:
         message = event_message(source, event_type, payload, codec=self._codec, context=merged,
                                 header_prefix=self.config.header_prefix)
         future: Future[None] = Future()
+        blocked = self.connection.blocked_reason
+        if blocked is not None:  # a resource alarm: fail now rather than time out later
+            settle(future, BrokerBlocked(f"{source}.{event_type}: the broker refuses messages "
+                                         f"for now ({blocked})"))
+            return future
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._forget)
