@@ -35,6 +35,7 @@ import heapq
 import itertools
 import logging
 import select
+import ssl
 import threading
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
@@ -56,6 +57,7 @@ from .base import (
     ReturnCallback,
 )
 from .framing import RECV_SIZE, Cork, has_buffered_input, read_frames
+from .tls import handshake_failed, login_method, ssl_options
 from .wakeup import Wakeup
 
 _log = logging.getLogger(__name__)
@@ -417,7 +419,8 @@ class BrokerConnection:
             userid=address.userid,
             password=address.password,
             virtual_host=address.virtual_host,
-            ssl=address.ssl,
+            ssl=ssl_options(address),  # reads the certificate files again on each connect
+            login_method=login_method(address),
             heartbeat=self.heartbeat,
             connect_timeout=self.connect_timeout,
             # A peer that stops reading (blackholed, frozen) must fail our sendall, not block
@@ -428,7 +431,10 @@ class BrokerConnection:
             on_unblocked=self._on_unblocked,
         )
         self._conn = conn
-        conn.connect()
+        try:
+            conn.connect()
+        except ssl.SSLError as exc:  # an OSError: retried with backoff like any unreachable node
+            raise handshake_failed(address, exc) from exc
         channel = amqp.Channel(conn, auto_decode=False)
         channel.open()
         if self.confirms:

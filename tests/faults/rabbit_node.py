@@ -9,7 +9,7 @@ node from the installed RabbitMQ (3.10) that shares nothing with the machine's o
 * its own ``HOME`` with its own ``.erlang.cookie``, so no CLI call can reach the machine's node
   by accident, plus its own Mnesia, log, config and enabled-plugins files, all in one temp dir
   (removed by :meth:`RabbitNode.cleanup`);
-* no plugins (no management): each plugin costs boot time.
+* no plugins (no management) unless asked for (``plugins=``): each plugin costs boot time.
 
 It runs ``/usr/lib/rabbitmq/bin/rabbitmq-server`` directly (the ``/usr/sbin`` wrappers ``su`` to
 the ``rabbitmq`` user and share its cookie) in its own session, with a parent-death SIGTERM
@@ -64,7 +64,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -174,7 +174,9 @@ class RabbitNode:
 
     ``rabbitmq_conf`` is appended to the generated ``rabbitmq.conf`` (new-style
     ``key = value`` lines); ``advanced_config`` replaces the empty ``advanced.config``;
-    ``env`` adds or overrides environment variables of the server process. ``cookie`` is the
+    ``env`` adds or overrides environment variables of the server process. ``plugins`` are
+    enabled in this node's own enabled-plugins file (offline, as ``rabbitmq-plugins
+    --offline`` would), e.g. ``("rabbitmq_auth_mechanism_ssl",)``. ``cookie`` is the
     Erlang cookie (default: a random one); nodes that should cluster must share it.
     ``netns`` runs the node in that network namespace with distribution on ``dist_ip`` (see
     the module docstring).
@@ -186,6 +188,7 @@ class RabbitNode:
         rabbitmq_conf: str = "",
         advanced_config: str = "[].",
         env: Mapping[str, str] | None = None,
+        plugins: Sequence[str] = (),
         niceness: int = 0,
         cookie: str | None = None,
         netns: str | None = None,
@@ -210,7 +213,7 @@ class RabbitNode:
         self._proc: subprocess.Popen[bytes] | None = None
         self._beam_pid: int | None = None
         self._frozen = False
-        self._write_files(rabbitmq_conf, advanced_config, cookie or os.urandom(16).hex().upper())
+        self._write_files(rabbitmq_conf, advanced_config, plugins, cookie or os.urandom(16).hex().upper())
 
     # -- public API --------------------------------------------------------------------------
 
@@ -392,7 +395,9 @@ class RabbitNode:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _write_files(self, rabbitmq_conf: str, advanced_config: str, cookie_value: str) -> None:
+    def _write_files(
+        self, rabbitmq_conf: str, advanced_config: str, plugins: Sequence[str], cookie_value: str
+    ) -> None:
         for path in (self.home, self.log_dir, self.base_dir / "mnesia"):
             path.mkdir()
         (self.base_dir / "owner.pid").write_text(str(os.getpid()))  # see reap_orphans()
@@ -402,7 +407,7 @@ class RabbitNode:
         conf = f"listeners.tcp.default = 127.0.0.1:{self.port}\n{rabbitmq_conf}\n"
         (self.base_dir / "rabbitmq.conf").write_text(conf)
         (self.base_dir / "advanced.config").write_text(advanced_config + "\n")
-        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        (self.base_dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
         (self.base_dir / "rabbitmq-env.conf").write_text("")
 
     def _env(self) -> dict[str, str]:
