@@ -11,6 +11,7 @@ The formats are Nameko 2.x's, so the two interoperate; docs/protocol.md is the c
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -116,11 +117,17 @@ def parse_request(body: bytes | str, content_type: str | None, max_size: int) ->
 
 
 def deadline_of(headers: Headers | None) -> float | None:
-    """The absolute deadline (unix time) a request carries, if any."""
-    if not headers:
+    """The absolute deadline (unix time) a request carries, if any.
+
+    Only amqprpc callers set it, so anything but a finite number is refused: ``True`` would
+    read as 1970 and skip the call unanswered, and NaN would never expire.
+    """
+    if not headers or DEADLINE_HEADER not in headers:
         return None
-    value = headers.get(DEADLINE_HEADER)
-    return float(value) if isinstance(value, int | float) else None
+    value = headers[DEADLINE_HEADER]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MalformedRequest(f"{DEADLINE_HEADER} must be a finite unix time, got {value!r:.40}")
+    return float(value)
 
 
 def reply_route(reply_to: str, rpc_exchange: str) -> tuple[str, str]:

@@ -129,7 +129,16 @@ class RpcConsumer(ConsumesQueue, Extension):
         props = delivery.properties
         routing_key = self._routing_key_of(delivery)
         method_name = routing_key.partition(".")[2]
-        deadline = deadline_of(delivery.headers)
+        try:
+            deadline = deadline_of(delivery.headers)
+        except MalformedRequest as exc:
+            _log.warning("refused %s: %s", routing_key, exc)
+            try:
+                reply_codec = codec_for(props.get("content_type"))
+            except MalformedRequest:
+                reply_codec = JSON_CODEC
+            self._reply(delivery, reply_codec, None, exc)
+            return
         if deadline is not None and deadline < time.time():
             _log.info("skipped %s.%s: its caller's deadline passed %.3fs ago",
                       self._service, method_name, time.time() - deadline)

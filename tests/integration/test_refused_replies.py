@@ -73,3 +73,25 @@ def test_a_refused_reply_acks_its_request_once(container_factory, unique_name, c
     container.stop()  # an unacked request would now be back in the queue
     assert ready(channel, f"rpc-{cls.name}") == 0
     assert cls.runs == [7]
+
+
+@pytest.mark.parametrize("deadline", [True, "soon"])  # (RabbitMQ refuses a NaN header itself)
+def test_a_malformed_deadline_gets_an_error_reply_not_silence(container_factory, unique_name,
+                                                               channel, deadline):
+    """A ``True`` deadline used to read as 1970: the request was skipped and never answered."""
+    cls = with_name(Counted, unique_name("counted"))
+    cls.runs, cls.lock = [], threading.Lock()
+    container_factory(cls)
+    replies = unique_name("replies")
+    channel.queue_declare(replies, exclusive=True, auto_delete=True)
+    channel.queue_bind(replies, "nameko-rpc", replies)
+    channel.basic_publish(
+        amqp.Message(json.dumps({"args": [1], "kwargs": {}}), content_type="application/json",
+                     correlation_id="cid", reply_to=replies,
+                     application_headers={"x-amqprpc-deadline": deadline}),
+        exchange="nameko-rpc", routing_key=f"{cls.name}.work", mandatory=True,
+    )
+    reply = wait_until(lambda: channel.basic_get(replies, no_ack=True), "the error reply", timeout=10)
+    error = json.loads(reply.body)["error"]
+    assert error["exc_type"] == "MalformedRequest" and "finite unix time" in error["value"]
+    assert cls.runs == []

@@ -12,6 +12,7 @@ from amqprpc.messages import (
     build_reply,
     build_request,
     child_call_stack,
+    deadline_of,
     decode_context,
     encode_context,
     parse_reply,
@@ -116,3 +117,14 @@ def test_event_envelope_is_persistent_on_source_exchange():
     assert (event.exchange, event.routing_key) == ("orders.events", "order_created")
     assert event.properties["delivery_mode"] == 2
     assert event.properties["application_headers"] == {"nameko.user_id": "u"}
+
+
+def test_deadline_header_is_a_finite_number_or_malformed():
+    assert deadline_of({}) is None and deadline_of(None) is None
+    assert deadline_of({DEADLINE_HEADER: 1700000000}) == 1700000000.0
+    assert deadline_of({DEADLINE_HEADER: 1700000000.5}) == 1700000000.5
+    # True would read as 1970 (the call skipped, its caller left waiting); NaN never expires.
+    for bad in (True, False, float("nan"), float("inf"), "1700000000", None, [1]):
+        with pytest.raises(MalformedRequest, match="finite unix time"):
+            deadline_of({DEADLINE_HEADER: bad})
+
