@@ -16,7 +16,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from amqprpc import ClusterRpcClient, Config, ServiceContainer, calls, messages, rpc
@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     container.start()
     results: dict[str, dict[str, list[float]]] = {
         mode: {"seq_p50_ms": [], "calls_per_s": []} for mode in ("persistent", "transient")}
-    modes: dict[str, Callable[[], Any]] = {"persistent": contextmanager(lambda: iter([None])),
-                                           "transient": transient_requests}
+    modes: dict[str, Callable[[], Any]] = {"persistent": nullcontext, "transient": transient_requests}
     try:
         with ClusterRpcClient(args.broker, timeout=30) as client:
             client.call(Echo.name, "echo", "warm-up")

@@ -25,6 +25,7 @@ import uuid
 from importlib import metadata
 from typing import Any
 
+from ..exceptions import ConfigError
 from ..extensions import Extension
 from ..messages import Outgoing
 from ..serialization import JSON, codec_for
@@ -58,7 +59,7 @@ class ServiceAnnouncer(Extension):
         # Where the registries require an owner for this service, say who we are: the broker
         # checks user_id against our login, so it cannot be claimed by anyone else.
         owner = parse_owners(getattr(config, "discovery_owners", "")).get(container.service_name)
-        self._user_id = parse_broker_urls(config.broker_url)[0].userid if owner else None
+        self._user_id = _broker_user(config.broker_url, container.service_name) if owner else None
         # Built once, at start: a bad ``http=`` binding is a ConfigError now, not later.
         self._descriptor = build_descriptor(
             container,
@@ -125,6 +126,18 @@ class ServiceAnnouncer(Extension):
         if self._user_id is not None:
             properties["user_id"] = self._user_id
         self._connection.publish(Outgoing(DISCOVERY_EXCHANGE, routing_key, body, properties))
+
+
+def _broker_user(broker_url: str, service: str) -> str:
+    """The login announcements are stamped with; it must be the one the broker verified."""
+    address = parse_broker_urls(broker_url)[0]
+    if address.tls is not None and address.tls.external_auth:
+        # The user is the certificate's name, which we cannot know: a wrong user_id would
+        # make the broker close the channel at every announcement.
+        raise ConfigError(f"discovery_owners names {service!r}, but the broker URL logs in by "
+                          "certificate (auth=external): log in with a user name for discovery "
+                          "owners, or leave this service out of discovery_owners")
+    return address.userid
 
 
 def _package_version() -> str | None:

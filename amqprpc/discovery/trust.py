@@ -41,7 +41,8 @@ class AnnouncementSigner:
         short = [key for key in cleaned if len(key) < 16]
         if short:
             raise ValueError("a discovery key must be at least 16 characters "
-                             "(`amqprpc bridge new-key` makes a good one)")
+                             "(python -c 'import secrets; print(secrets.token_urlsafe(32))' "
+                             "makes a good one)")
         self._keys = [key.encode("utf-8") for key in cleaned]
 
     @classmethod

@@ -220,3 +220,18 @@ def test_an_announcement_routed_under_another_name_is_refused():
     """Per-routing-key topic permissions would be bypassed by a body naming another service."""
     with pytest.raises(DescriptorError, match=r"routing key 'orders\.alive'"):
         send(make_registry(), wire(), routing_key="orders.alive")
+
+
+def test_owner_stamping_needs_a_named_login(tmp_path):
+    """With a certificate login the user is the cert's name: a guessed user_id would make the
+    broker close the channel at every announcement, so it is refused at start."""
+    import trustme
+
+    from amqprpc import ConfigError
+    from amqprpc.discovery.announcer import _broker_user
+
+    pem = tmp_path / "client.pem"
+    trustme.CA().issue_cert("svc-ledger").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with pytest.raises(ConfigError, match="auth=external"):
+        _broker_user(f"amqps://broker/?certfile={pem}&auth=external", "ledger")
+    assert _broker_user("amqp://svc-ledger:pw@broker/", "ledger") == "svc-ledger"
