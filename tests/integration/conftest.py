@@ -9,6 +9,8 @@ import pytest
 from amqprpc import EventPublisher
 from amqprpc.testing.pytest import broker_admin
 
+from .worker_processes import workers  # noqa: F401  (the fixture, for every module here)
+
 
 @pytest.fixture
 def source(unique_name, amqp_uri) -> Iterator[str]:

@@ -13,8 +13,7 @@ import pytest
 
 from amqprpc import ClusterRpcClient, RemoteError
 
-from .test_workers import call_when_ready
-from .test_workers import workers as workers  # the fixture, shared
+from .worker_processes import call_when_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
