@@ -7,7 +7,8 @@ The tree::
     ├── BrokerError                     talking to RabbitMQ failed
     │   ├── BrokerUnreachable           could not connect (also ConnectionError)
     │   ├── BrokerBlocked               the broker refuses publishes for now (a resource alarm)
-    │   └── ConnectionLost              the connection broke with this call in flight
+    │   ├── ConnectionLost              the connection broke with this call in flight
+    │   └── ConfirmTimeout              published, but not confirmed in time (also TimeoutError)
     ├── RpcTimeout                      no reply by the call's deadline (also TimeoutError)
     ├── UnknownService                  no queue is bound for the service
     ├── RemoteError                     the handler raised; carries the remote type and message
@@ -15,6 +16,9 @@ The tree::
         ├── MethodNotFound              no @rpc method of that name
         ├── IncorrectSignature          the arguments do not fit the method
         └── MalformedRequest            undecodable, oversized or incomplete message
+    ├── WorkerLost                      a run of this message died before it finished (a worker's verdict)
+    ├── DescriptorError                 a service announcement has not the documented shape (also ValueError)
+    └── DevServerError                  ``amqprpc dev`` could not start a local server (also RuntimeError)
 
 Errors that cross the wire are data: ``{"exc_type", "exc_path", "exc_args", "value"}``
 (Nameko's format). The caller rebuilds only classes on an allow-list and raises
@@ -32,7 +36,10 @@ __all__ = [
     "BrokerError",
     "BrokerUnreachable",
     "ConfigError",
+    "ConfirmTimeout",
     "ConnectionLost",
+    "DescriptorError",
+    "DevServerError",
     "IncorrectSignature",
     "MalformedRequest",
     "MethodNotFound",
@@ -40,6 +47,7 @@ __all__ = [
     "RequestError",
     "RpcTimeout",
     "UnknownService",
+    "WorkerLost",
     "deserialize_error",
     "remote_error",
     "serialize_error",
@@ -77,6 +85,13 @@ class ConnectionLost(BrokerError, ConnectionError):
     """Raised for a call whose connection broke before its reply arrived.
 
     The request may or may not have run: the caller decides whether a retry is safe.
+    """
+
+
+class ConfirmTimeout(BrokerError, TimeoutError):
+    """Raised when published messages are still unconfirmed by the broker after a timeout.
+
+    They may yet arrive: the broker has not refused them, it has not answered.
     """
 
 
@@ -122,6 +137,27 @@ class IncorrectSignature(RequestError):
 
 class MalformedRequest(RequestError):
     """Raised when a request cannot be decoded or lacks ``args``/``kwargs``."""
+
+
+class WorkerLost(AmqpRpcError):
+    """An earlier run of a message never finished: the worker that had it died.
+
+    What a redelivered event records as its error, and what the caller of a request that
+    kept killing its workers receives (as a ``RemoteError`` named ``WorkerLost``).
+    """
+
+
+# Its name on the wire (reply ``exc_path``, dead letters' ``x-amqprpc-error-type``) is the
+# module it was first defined in; docs/protocol.md pins it, so the move here keeps it.
+WorkerLost.__module__ = "amqprpc.entrypoints.events"
+
+
+class DescriptorError(AmqpRpcError, ValueError):
+    """A service descriptor from the wire does not have the documented shape."""
+
+
+class DevServerError(AmqpRpcError, RuntimeError):
+    """Raised when a development server cannot start (the message ends with its log)."""
 
 
 def remote_error(cls: E) -> E:
