@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..config import Config
-from . import EXIT_CONFIG, _build_config, _friendly, _log, broker_option, config_option, main
+from . import EXIT_CONFIG, _build_config, _friendly, _log, broker_option, config_option
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
@@ -36,7 +36,7 @@ class WorkerCount(click.ParamType):
         return count
 
 
-@main.command()
+@click.command()
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
 @broker_option
 @config_option

@@ -1,4 +1,9 @@
-"""``amqprpc bridge``: run the HTTP gateway (http_bridge), imported only when the command runs."""
+"""``amqprpc bridge``: run the HTTP gateway from the amqprpc command.
+
+Registered through the ``amqprpc.cli`` entry point group (pyproject.toml), so amqprpc never
+imports the bridge; the gateway's own modules load only when the command runs, and a
+missing ``bridge`` extra is one line saying how to install it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,10 @@ import logging
 
 import click
 
-from . import EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
+from amqprpc.cli import EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option
 
 
-@main.command()
+@click.command()
 @broker_option
 @config_option
 @click.option("--host", help="Address to listen on (default 127.0.0.1, or [bridge] host).")
@@ -22,8 +27,8 @@ def bridge(broker_url: str | None, config_path: str | None, host: str | None, po
            workers: int | None, log_level: str) -> None:
     """Serve the services' HTTP routes (see docs/bridge.md) until SIGTERM/SIGINT."""
     try:
-        from http_bridge import BridgeSettings
-        from http_bridge.server import serve
+        from .server import serve
+        from .settings import BridgeSettings
     except ImportError as exc:
         raise CliError(f"the bridge needs the `bridge` extra: pip install 'amqprpc[bridge]' ({exc})",
                        EXIT_CONFIG) from None
