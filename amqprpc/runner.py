@@ -14,6 +14,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Iterable
+from types import ModuleType
 
 from .config import Config
 from .containers import ExtensionFactory, ServiceContainer
@@ -105,7 +106,7 @@ def is_service_class(cls: type) -> bool:
     )
 
 
-def _import(module_name: str) -> object:
+def _import(module_name: str) -> ModuleType:
     if "." not in sys.path and "" not in sys.path:
         sys.path.insert(0, ".")  # `amqprpc run services.x` from a project folder, like nameko
     try:

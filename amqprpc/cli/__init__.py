@@ -34,7 +34,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # a ClassVar to click's types; ours vary
 
 
 def _build_config(config_path: str | None, **overrides: Any) -> Config:

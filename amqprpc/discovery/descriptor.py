@@ -20,6 +20,19 @@ from ..exceptions import ConfigError, DescriptorError
 from ..extensions import Container
 from .schema import Schema, describe_parameters
 
+__all__ = [  # DescriptorError lives in exceptions; importing it from here keeps working
+    "DescriptorError",
+    "HttpBinding",
+    "MethodDescriptor",
+    "ParamDescriptor",
+    "ServiceDescriptor",
+    "build_descriptor",
+    "describe_method",
+    "parse_descriptor",
+    "parse_http_binding",
+    "service_errors",
+]
+
 PROTOCOL_VERSION = 1
 EVENTS = ("up", "alive", "down")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
