@@ -148,3 +148,43 @@ def _cycles(graph: grimp.ImportGraph, modules: list[str]) -> list[list[str]]:
                 if len(component) > 1:
                     found.append(sorted(component))
     return found
+
+
+# Exceptions of amqprpc outside the one tree, and why each may be.
+OUTSIDE_THE_TREE = {
+    "amqprpc.cli.CliError": "a click.ClickException, so click prints it and exits with its code",
+    "amqprpc.transport.memory_broker.PublishBlocked": "the memory broker's signal to its transport, "
+                                                      "caught there (memory.py)",
+    "amqprpc.transport.tls._EncryptedKey": "private to tls.py, caught there",
+}
+
+
+def test_every_exception_amqprpc_raises_has_the_one_root(graph: grimp.ImportGraph) -> None:
+    import importlib
+
+    from amqprpc.exceptions import AmqpRpcError
+
+    outside = set()
+    for name in sorted(graph.find_descendants("amqprpc")):
+        if name.endswith("__main__"):
+            continue  # running it is its job
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, BaseException)
+                    and value.__module__ == name and not issubclass(value, AmqpRpcError)):
+                outside.add(f"{name}.{value.__qualname__}")
+    assert outside == set(OUTSIDE_THE_TREE)
+
+
+def test_moved_exceptions_keep_their_old_import_paths_and_wire_names() -> None:
+    from amqprpc import exceptions
+    from amqprpc.devservers import DevServerError
+    from amqprpc.discovery import DescriptorError
+    from amqprpc.entrypoints.events import WorkerLost
+
+    assert (DevServerError, DescriptorError, WorkerLost) == (
+        exceptions.DevServerError, exceptions.DescriptorError, exceptions.WorkerLost)
+    assert exceptions.serialize_error(WorkerLost("x"))["exc_path"] == "amqprpc.entrypoints.events.WorkerLost"
+    assert issubclass(DescriptorError, ValueError) and issubclass(DevServerError, RuntimeError)
+    assert issubclass(exceptions.ConfirmTimeout, exceptions.BrokerError)
+    assert issubclass(exceptions.ConfirmTimeout, TimeoutError)
