@@ -8,8 +8,11 @@ It owns, each with a start point in ``start()`` and a stop point in ``stop()``/`
 * its extensions: entrypoints, dependency providers, and shared extensions such as the
   RPC consumer that all ``@rpc`` methods of the service share.
 
-A call runs as a worker: a fresh service instance, dependencies injected, the handler
-called, the dependency hooks run around it (see ``extensions``).
+A call runs as a worker, started by ``spawn_worker`` (Nameko's shape): a fresh service
+instance, dependencies injected, the handler called, the dependency hooks run around it
+(see ``extensions``). Plain and ``async def`` handlers take the same steps, written once
+in ``_worker_steps``. Discovery is not the container's business: the runner hands it the
+announcer as one of its ``extensions``.
 """
 
 from __future__ import annotations
