@@ -3,7 +3,8 @@
 grimp reads every import in the source (function-level ones too), without running it.
 ``LAYERS`` is the layering as data, highest first: a module may import its own layer (unless
 the layer is marked independent) and any layer below, never one above. Every module of
-amqprpc must sit in a layer, so a new module is placed on purpose.
+amqprpc must sit in a layer, so a new module is placed on purpose (a layer may name a module
+that another branch is adding: grimp skips names it does not find).
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ LAYERS = (
           "dead-letter tool.", independent=True),
     Layer(("calls", "publisher"), "Sending: calls awaiting replies, events awaiting confirms.",
           independent=True),
-    Layer(("topology", "dead_letters"), "Names and shapes on the broker: exchanges, queues, "
-          "dead letters and their headers.", independent=True),
+    Layer(("topology", "dead_letters", "presence"), "Names and shapes on the broker: exchanges, "
+          "queues, dead letters and their headers, whether a queue has consumers.", independent=True),
     Layer(("messages",), "Sans-I/O envelopes: requests, replies, events, context headers."),
     Layer(("config", "serialization"), "Values every part reads: settings, and how bodies encode.",
           independent=True),
     Layer(("transport",), "The seam to the broker; imports nothing of amqprpc but exceptions."),
-    Layer(("exceptions",), "The one exception tree, at the bottom: everything may raise."),
+    Layer(("exceptions", "futures"), "At the bottom: the one exception tree (everything may raise) "
+          "and settling futures (everything that waits).", independent=True),
 )
 
 # What http_bridge may import of amqprpc: the public API, the descriptor API, the CLI's
