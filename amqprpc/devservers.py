@@ -26,13 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-from .exceptions import DevServerError
+from .exceptions import AmqpRpcError
 
 __all__ = ["DevServerError", "RabbitServer", "SecantusServer", "free_port", "rabbitmq_installed"]
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 RABBITMQ_INSTALL = "apt-get install -y rabbitmq-server"
 _AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+
+
+class DevServerError(AmqpRpcError, RuntimeError):
+    """Raised when a development server cannot start (the message ends with its log)."""
 
 
 def free_port() -> int:

@@ -16,9 +16,13 @@ The tree::
         ├── MethodNotFound              no @rpc method of that name
         ├── IncorrectSignature          the arguments do not fit the method
         └── MalformedRequest            undecodable, oversized or incomplete message
-    ├── WorkerLost                      a run of this message died before it finished (a worker's verdict)
-    ├── DescriptorError                 a service announcement has not the documented shape (also ValueError)
-    └── DevServerError                  ``amqprpc dev`` could not start a local server (also RuntimeError)
+
+Defined beside the code that raises them, under the same root (this module holds the
+errors a caller of a service can meet; tests/unit/test_architecture.py checks the root):
+``entrypoints.events.WorkerLost`` (a run died before it finished; callers see it as a
+``RemoteError``), ``discovery.DescriptorError`` (a malformed announcement; also
+``ValueError``), ``devservers.DevServerError`` (``amqprpc dev`` could not start a server;
+also ``RuntimeError``), and the testing kit's ``ExtensionNotFound`` and ``EntrypointTimeout``.
 
 Errors that cross the wire are data: ``{"exc_type", "exc_path", "exc_args", "value"}``
 (Nameko's format). The caller rebuilds only classes on an allow-list and raises
@@ -38,8 +42,6 @@ __all__ = [
     "ConfigError",
     "ConfirmTimeout",
     "ConnectionLost",
-    "DescriptorError",
-    "DevServerError",
     "IncorrectSignature",
     "MalformedRequest",
     "MethodNotFound",
@@ -47,7 +49,6 @@ __all__ = [
     "RequestError",
     "RpcTimeout",
     "UnknownService",
-    "WorkerLost",
     "deserialize_error",
     "remote_error",
     "serialize_error",
@@ -137,27 +138,6 @@ class IncorrectSignature(RequestError):
 
 class MalformedRequest(RequestError):
     """Raised when a request cannot be decoded or lacks ``args``/``kwargs``."""
-
-
-class WorkerLost(AmqpRpcError):
-    """An earlier run of a message never finished: the worker that had it died.
-
-    What a redelivered event records as its error, and what the caller of a request that
-    kept killing its workers receives (as a ``RemoteError`` named ``WorkerLost``).
-    """
-
-
-# Its name on the wire (reply ``exc_path``, dead letters' ``x-amqprpc-error-type``) is the
-# module it was first defined in; docs/protocol.md pins it, so the move here keeps it.
-WorkerLost.__module__ = "amqprpc.entrypoints.events"
-
-
-class DescriptorError(AmqpRpcError, ValueError):
-    """A service descriptor from the wire does not have the documented shape."""
-
-
-class DevServerError(AmqpRpcError, RuntimeError):
-    """Raised when a development server cannot start (the message ends with its log)."""
 
 
 def remote_error(cls: E) -> E:

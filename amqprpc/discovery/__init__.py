@@ -9,9 +9,9 @@ runner installs ``ServiceAnnouncer`` in every container it runs. The wire format
 in docs/protocol.md ("Service discovery").
 """
 
-from ..exceptions import DescriptorError
 from .announcer import DISCOVERY_EXCHANGE, ServiceAnnouncer
 from .descriptor import (
+    DescriptorError,
     HttpBinding,
     MethodDescriptor,
     ParamDescriptor,

@@ -16,22 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..entrypoints.rpc import Rpc
-from ..exceptions import ConfigError, DescriptorError
+from ..exceptions import AmqpRpcError, ConfigError
 from ..extensions import Container
 from .schema import Schema, describe_parameters
-
-__all__ = [  # DescriptorError lives in exceptions; importing it from here keeps working
-    "DescriptorError",
-    "HttpBinding",
-    "MethodDescriptor",
-    "ParamDescriptor",
-    "ServiceDescriptor",
-    "build_descriptor",
-    "describe_method",
-    "parse_descriptor",
-    "parse_http_binding",
-    "service_errors",
-]
 
 PROTOCOL_VERSION = 1
 EVENTS = ("up", "alive", "down")
@@ -41,6 +28,10 @@ _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%{}-]*)+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _METHOD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class DescriptorError(AmqpRpcError, ValueError):
+    """A descriptor from the wire does not have the documented shape."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ..dead_letters import Received, RetryPolicy, attempts_of, dead_letter, retry_copy
-from ..exceptions import ConfigError, MalformedRequest, WorkerLost
+from ..exceptions import AmqpRpcError, ConfigError, MalformedRequest
 from ..extensions import Entrypoint, ExcInfo, WorkerContext
 from ..messages import decode_context
 from ..publisher import check_event_names
@@ -69,6 +69,9 @@ from .consuming import ConsumesQueue
 
 _log = logging.getLogger(__name__)
 
+
+class WorkerLost(AmqpRpcError):
+    """An earlier delivery of the event never finished: what a redelivery records as its error."""
 
 BroadcastIdentifier = str | Callable[[], str]
 

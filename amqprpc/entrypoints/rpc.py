@@ -29,7 +29,6 @@ from ..exceptions import (
     IncorrectSignature,
     MalformedRequest,
     MethodNotFound,
-    WorkerLost,
     serialize_error,
 )
 from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
@@ -38,6 +37,7 @@ from ..serialization import JSON, Codec, codec_for
 from ..topology import delay_queue, delay_queue_arguments, service_queue_arguments
 from ..transport import Delivery
 from .consuming import ConsumesQueue
+from .events import WorkerLost
 
 _log = logging.getLogger(__name__)
 
