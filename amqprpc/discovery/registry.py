@@ -347,7 +347,8 @@ class ServiceRegistry:
 
     def _on_connect(self, channel: Any) -> None:
         connection = self._connection
-        assert connection is not None
+        if connection is None:
+            return  # stopped while the first connect was under way (start(wait=False))
         channel.exchange_declare(DISCOVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
         queue = channel.queue_declare("", exclusive=True, auto_delete=True,
                                       arguments={"x-max-length": 10_000}).queue
