@@ -33,8 +33,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -307,6 +305,9 @@ def _url_host(host: str) -> str:
 
 
 def _management_put(base: str, address: BrokerAddress, vhost: str, timeout: float = 5.0) -> None:
+    import urllib.error
+    import urllib.request  # here: `import amqprpc.cli` stays cheap
+
     token = base64.b64encode(f"{address.userid}:{address.password}".encode()).decode()
     headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
     name = quote(vhost, safe="")

@@ -109,8 +109,8 @@ def _operation(route: Route, expected_status: int = 422) -> dict[str, Any]:
             if param.required:
                 body_required.append(param.name)
         elif _queryable(param.schema):
-            query = {"name": param.name, "in": "query", "required": param.required,
-                     "schema": _without_null(schema)}
+            query: dict[str, Any] = {"name": param.name, "in": "query", "required": param.required,
+                                     "schema": _without_null(schema)}
             if query["schema"].get("type") == "array":
                 query.update(style="form", explode=True)
             parameters.append(query)

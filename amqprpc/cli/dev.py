@@ -109,7 +109,7 @@ def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, 
     state_dir.mkdir(parents=True, exist_ok=True)
     # Databases and broker data live here: keep `git add .` from committing them.
     (state_dir / ".gitignore").write_text("# made by `amqprpc dev`: local state, never commit it\n*\n")
-    names = [cls.name for cls in classes] + (["bridge"] if bridge else [])  # type: ignore[attr-defined]
+    names = [cls.name for cls in classes] + (["bridge"] if bridge else [])
     environment = DevEnvironment(env=dict(os.environ), width=max(len(name) for name in ["dev", *names]))
     try:
         _provide_broker(config, state_dir, environment)

@@ -29,6 +29,7 @@ class RpcCompleter(rlcompleter.Completer):
 
     def __init__(self, namespace: dict[str, Any], catalog: Callable[[], Catalog], name: str = "rpc") -> None:
         super().__init__(namespace)
+        self._namespace = namespace
         self._catalog = catalog
         self._name = name
 
@@ -39,7 +40,7 @@ class RpcCompleter(rlcompleter.Completer):
         prefix, service = found.group("prefix"), found.group("service")
         catalog = self._catalog()
         if service is None:  # rpc.<service>, and the client's own public attributes
-            client = [name for name in dir(self.namespace[self._name]) if not name.startswith("_")]
+            client = [name for name in dir(self._namespace[self._name]) if not name.startswith("_")]
             names = sorted(set(catalog) | set(client))
             return [f"{self._name}.{name}" for name in names if name.startswith(prefix)]
         methods = sorted(catalog.get(service, ()))
