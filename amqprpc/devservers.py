@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from .transport.address import BrokerAddress
 
 __all__ = ["DevServerError", "RabbitServer", "SecantusServer", "dev_vhost_name", "free_port",
-           "make_vhost", "rabbitmq_installed", "with_vhost"]
+           "make_vhost", "rabbitmq_installed", "vhost_usable", "with_vhost"]
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 RABBITMQ_INSTALL = "apt-get install -y rabbitmq-server"
@@ -272,6 +272,26 @@ def with_vhost(broker_url: str, vhost: str) -> str:
         parts = urlsplit(part.strip())
         out.append(urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, "")))
     return ";".join(out)
+
+
+def vhost_usable(address: BrokerAddress, vhost: str, timeout: float = 3.0) -> bool:
+    """Whether ``address``'s user can log in to ``vhost`` (plain AMQP only): then it exists
+    with rights, and ``dev`` need not make it again (each ``rabbitmqctl`` run costs ~1 s)."""
+    if address.tls is not None:
+        return False
+    import amqp  # here: `import amqprpc.cli` stays cheap
+
+    connection = amqp.Connection(host=f"{_url_host(address.host)}:{address.port}", userid=address.userid,
+                                 password=address.password, virtual_host=vhost, connect_timeout=timeout)
+    try:
+        connection.connect()
+    except Exception:  # refused, no such vhost, no rights: in every case, not usable
+        return False
+    try:
+        connection.close()
+    except Exception:
+        pass
+    return True
 
 
 def make_vhost(address: BrokerAddress, vhost: str, *, management_url: str | None = None,

@@ -47,6 +47,7 @@ from ..devservers import (
     make_vhost,
     port_open,
     rabbitmq_installed,
+    vhost_usable,
     with_vhost,
 )
 from ..transport.address import parse_broker_urls
@@ -146,7 +147,8 @@ def _provide_broker(config: Config, state_dir: Path, environment: DevEnvironment
             return
         vhost = dev_vhost_name(state_dir)
         try:
-            how = make_vhost(address, vhost, management_url=_setting(config, "management_url"))
+            how = "made by an earlier run" if vhost_usable(address, vhost) else "made through " + make_vhost(
+                address, vhost, management_url=_setting(config, "management_url"))
         except DevServerError as exc:
             configured = config.broker_url != DEFAULT_BROKER_URL
             if configured or not rabbitmq_installed():
@@ -157,7 +159,7 @@ def _provide_broker(config: Config, state_dir: Path, environment: DevEnvironment
             environment.echo(f"{exc}")
             _start_private_node(state_dir, environment, why=f"the broker at {where} is shared")
             return
-        environment.notes.append(f"broker: {where}, vhost {vhost} (its own, made through {how})")
+        environment.notes.append(f"broker: {where}, vhost {vhost} (its own, {how})")
         environment.env["AMQPRPC_BROKER_URL"] = with_vhost(config.broker_url, vhost)
         return
     if not rabbitmq_installed():

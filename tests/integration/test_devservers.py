@@ -10,7 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from amqprpc.cli import main
-from amqprpc.devservers import RabbitServer, free_port, make_vhost, port_open, rabbitmq_installed
+from amqprpc.devservers import (
+    RabbitServer,
+    free_port,
+    make_vhost,
+    port_open,
+    rabbitmq_installed,
+    vhost_usable,
+)
 from amqprpc.transport.address import BrokerAddress
 
 pytestmark = pytest.mark.integration
@@ -37,6 +44,7 @@ def test_private_rabbitmq_node_boots_with_the_projects_rabbitmq_conf_and_makes_v
         how = make_vhost(address, "amqprpc-dev-test", ctl_env=node.ctl_env(), ctl_node=node.NODENAME,
                          management_url=f"http://127.0.0.1:{free_port()}")
         assert how == "rabbitmqctl"
+        assert vhost_usable(address, "amqprpc-dev-test") and not vhost_usable(address, "no-such-vhost")
         inside = amqp.Connection(host=f"127.0.0.1:{node.port}", virtual_host="amqprpc-dev-test",
                                  connect_timeout=5)
         inside.connect()

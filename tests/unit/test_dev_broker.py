@@ -75,6 +75,16 @@ def test_names_and_urls():
 @pytest.fixture
 def answering(monkeypatch):
     monkeypatch.setattr(dev, "amqp_answers", lambda host, port: True)
+    monkeypatch.setattr(dev, "vhost_usable", lambda address, vhost: False)
+
+
+def test_a_vhost_made_by_an_earlier_run_is_not_made_again(monkeypatch, tmp_path):
+    monkeypatch.setattr(dev, "amqp_answers", lambda host, port: True)
+    monkeypatch.setattr(dev, "vhost_usable", lambda address, vhost: True)
+    monkeypatch.setattr(dev, "make_vhost", lambda *a, **kw: pytest.fail("made again"))
+    environment = dev.DevEnvironment()
+    dev._provide_broker(Config(), tmp_path / "state", environment)
+    assert environment.notes[0].endswith("(its own, made by an earlier run)")
 
 
 def test_dev_takes_its_own_vhost_on_a_running_broker(answering, monkeypatch, tmp_path):
