@@ -1,4 +1,8 @@
-"""``amqprpc bridge``: run the HTTP gateway (http_bridge), imported only when the command runs."""
+"""``amqprpc bridge``: run the HTTP gateway (http_bridge), imported only when the command runs.
+
+``amqprpc bridge new-key`` and ``amqprpc bridge token`` make credentials for it
+(``http_bridge.credential_commands``, the same as ``python -m http_bridge new-key|token``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,22 @@ import click
 from . import EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
 
 
-@main.command()
+class _BridgeGroup(click.Group):
+    """Its subcommands come from http_bridge, loaded when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return ["new-key", "token"]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        try:
+            from http_bridge.credential_commands import new_key, token
+        except ImportError as exc:
+            raise CliError(f"the bridge needs the `bridge` extra: pip install 'amqprpc[bridge]' ({exc})",
+                           EXIT_CONFIG) from None
+        return {"new-key": new_key, "token": token}.get(cmd_name)
+
+
+@main.group(cls=_BridgeGroup, invoke_without_command=True)
 @broker_option
 @config_option
 @click.option("--host", help="Address to listen on (default 127.0.0.1, or [bridge] host).")
@@ -18,9 +37,12 @@ from . import EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, co
               help="Processes sharing the port through SO_REUSEPORT (default 1).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def bridge(broker_url: str | None, config_path: str | None, host: str | None, port: int | None,
-           workers: int | None, log_level: str) -> None:
+@click.pass_context
+def bridge(ctx: click.Context, broker_url: str | None, config_path: str | None, host: str | None,
+           port: int | None, workers: int | None, log_level: str) -> None:
     """Serve the services' HTTP routes (see docs/bridge.md) until SIGTERM/SIGINT."""
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         from http_bridge import BridgeSettings
         from http_bridge.server import serve
