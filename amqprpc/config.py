@@ -50,6 +50,7 @@ class Config(Mapping[str, Any]):
     discovery_key: str = ""  # shared secret(s) that sign announcements; comma-separated to rotate
     discovery_owners: str = ""  # "users=svc-users,orders=svc-orders": who alone may announce each
     discovery_max_skew: float = 300.0  # seconds an announcement's clock may differ from ours
+    discovery_hide_after: float = 600.0  # seconds gone after which a service is no longer listed
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,7 +61,7 @@ class Config(Mapping[str, Any]):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval",
-                     "discovery_max_skew"):
+                     "discovery_max_skew", "discovery_hide_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.serializer not in ("json", "msgpack"):

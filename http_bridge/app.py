@@ -33,7 +33,7 @@ from .connections import ConnectionGate
 from .cors import CorsPolicy, cors_middleware
 from .errors import ApiError, error_body
 from .gateway import Gateway
-from .openapi import build_openapi
+from .openapi import build_openapi, listed_by
 from .settings import BridgeSettings
 from .soap import SOAP_PREFIX, SoapEndpoint
 
@@ -145,7 +145,8 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _openapi(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     registry = gateway.registry
-    spec = build_openapi(gateway.table(), live=registry.is_live if registry else lambda service: False)
+    spec = build_openapi(gateway.table(), live=registry.is_live if registry else lambda service: False,
+                         listed=listed_by(registry), expected_status=gateway.settings.expected_error_status)
     return web.Response(text=json.dumps(spec, indent=1), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 

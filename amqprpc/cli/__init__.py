@@ -78,7 +78,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "amqprpc.cli.events:dlq",
     "run": "amqprpc.cli.run:run",
     "services": "amqprpc.cli.services:services",
-    "shell": "amqprpc.cli:shell",
+    "shell": "amqprpc.cli:shell_command",  # not `shell`: that is the module cli/shell.py
 }
 ENTRY_POINT_GROUP = "amqprpc.cli"
 # Commands that optional parts of the distribution add, and how to get them.
@@ -179,23 +179,23 @@ def _parse_arguments(text: str | None) -> tuple[list[Any], dict[str, Any]]:
     raise CliError("arguments must be a JSON object (keyword) or array (positional)", EXIT_CONFIG)
 
 
-@click.command()
+@click.command("shell")
 @broker_option
 @config_option
 @reply_queue_option
-def shell(broker_url: str | None, config_path: str | None, reply_queue: bool) -> None:
-    """An interactive Python shell with a connected client named `rpc`."""
-    import code
-
+def shell_command(broker_url: str | None, config_path: str | None, reply_queue: bool) -> None:
+    """An interactive Python shell with a connected client named `rpc` (Tab completes rpc.)."""
     from ..client import ClusterRpcClient
+    from .shell import interact
 
     config = _build_config(config_path, broker_url=broker_url)
     client = ClusterRpcClient(config=config, direct_reply_to=not reply_queue)
     _friendly(client.start)
     banner = (f"amqprpc shell, broker {client.config.broker_url.rsplit('@', 1)[-1]}\n"
-              "`rpc` is connected: rpc.<service>.<method>(...), rpc.call('svc', 'method', ...)")
+              "`rpc` is connected: rpc.<service>.<method>(...), rpc.call('svc', 'method', ...); "
+              "Tab completes services and methods")
     try:
-        code.interact(banner=banner, local={"rpc": client}, exitmsg="")
+        interact(client, banner, client.config)
     finally:
         client.stop()
 

@@ -73,6 +73,7 @@ class ServiceView:
     methods: tuple[MethodDescriptor, ...]
     errors: dict[str, int]
     version: str | None
+    down_for: float = 0.0  # seconds since an instance was last heard from; 0 while live
 
     @property
     def is_live(self) -> bool:
@@ -332,6 +333,7 @@ class ServiceRegistry:
             methods=state.methods,
             errors=dict(state.errors),
             version=last.version if last else None,
+            down_for=0.0 if live else max(0.0, now - state.last_live_at),
         )
 
     def _notify(self) -> None:
@@ -345,7 +347,8 @@ class ServiceRegistry:
 
     def _on_connect(self, channel: Any) -> None:
         connection = self._connection
-        assert connection is not None
+        if connection is None:
+            return  # stopped while the first connect was under way (start(wait=False))
         channel.exchange_declare(DISCOVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
         queue = channel.queue_declare("", exclusive=True, auto_delete=True,
                                       arguments={"x-max-length": 10_000}).queue
