@@ -2,8 +2,9 @@
 
 There is no module-level config. ``Config.load()`` reads a TOML file and ``AMQPRPC_*``
 environment variables; everything it does not know lands in ``extra`` for services to
-read (``config["PAYMENTS_URL"]``). Declared on a service class, ``Config()`` is also a
-dependency: it injects the config its container runs with.
+read (``config["PAYMENTS_URL"]``). Declared on a service class, ``Config()`` injects the
+config its container runs with: the container reads it as
+``dependencies.config.ConfigDependency`` (a value here, a provider there).
 """
 
 from __future__ import annotations
@@ -14,21 +15,17 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .exceptions import ConfigError
-from .extensions import DependencyProvider
 from .transport.address import parse_broker_urls
-
-if TYPE_CHECKING:
-    from .containers import ServiceContainer, WorkerContext
 
 ENV_PREFIX = "AMQPRPC_"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 @dataclass(frozen=True, eq=False)
-class Config(DependencyProvider, Mapping[str, Any]):
+class Config(Mapping[str, Any]):
     """Settings for workers, clients and the bridge.
 
     Mapping access (``config["KEY"]``) reads ``extra`` first, then the named fields by
@@ -149,13 +146,6 @@ class Config(DependencyProvider, Mapping[str, Any]):
             if key is not None and self.extra[key] not in (None, ""):
                 return candidate, self.extra[key]
         return None
-
-    # As a dependency: inject the running container's config. A value needs no binding.
-    def bind(self, container: ServiceContainer, attr_name: str) -> Config:
-        return self
-
-    def get_dependency(self, worker_ctx: WorkerContext) -> Config:
-        return worker_ctx.container.config
 
 
 _FIELD_TYPES: dict[str, type] = {

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from .exceptions import AmqpRpcError
 from .transport.address import BrokerAddress
 
 __all__ = ["DevServerError", "RabbitServer", "SecantusServer", "dev_vhost_name", "free_port",
@@ -47,7 +48,7 @@ RABBITMQ_INSTALL = "apt-get install -y rabbitmq-server"
 _AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 
 
-class DevServerError(RuntimeError):
+class DevServerError(AmqpRpcError, RuntimeError):
     """Raised when a development server cannot start (the message ends with its log)."""
 
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future, InvalidStateError, wait
 from typing import Any
 
 from .config import Config
-from .exceptions import BrokerBlocked, BrokerError, ConfigError, ConnectionLost
+from .exceptions import BrokerBlocked, BrokerError, ConfigError, ConfirmTimeout, ConnectionLost
 from .messages import Context, Outgoing, build_event
 from .serialization import Codec, codec_named
 from .topology import MAX_NAME_LENGTH, declare_event_exchange, event_exchange
@@ -141,7 +141,7 @@ class EventPublisher:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every event dispatched so far is confirmed; raise the first failure.
 
-        Raises TimeoutError when confirms are still missing after ``timeout`` seconds.
+        Raises ConfirmTimeout (a TimeoutError) when confirms are still missing after ``timeout`` seconds.
         """
         with self._lock:
             pending = list(self._pending)
@@ -151,7 +151,7 @@ class EventPublisher:
             if error is not None:
                 raise error
         if not_done:
-            raise TimeoutError(f"{len(not_done)} events not confirmed by the broker "
+            raise ConfirmTimeout(f"{len(not_done)} events not confirmed by the broker "
                                f"within {timeout:g}s")
 
     # ------------------------------------------------------------ I/O thread

@@ -51,7 +51,7 @@ from ..devservers import (
     with_vhost,
 )
 from ..transport.address import parse_broker_urls
-from . import EXIT_BROKER, EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
+from . import EXIT_BROKER, EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue"]
@@ -86,7 +86,7 @@ class DevEnvironment:
             server.stop()
 
 
-@main.command()
+@click.command()
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
 @click.option("--bridge", is_flag=True, help="Also run the HTTP bridge (anonymous access: dev only).")
 @click.option("--bridge-port", type=click.IntRange(1, 65535), default=8000, show_default=True)

@@ -16,10 +16,10 @@ import click
 
 from ..discovery import ServiceRegistry, ServiceView
 from ..discovery.schema import Schema
-from . import _build_config, _friendly, broker_option, config_option, main
+from . import _build_config, _friendly, broker_option, config_option
 
 
-@main.command()
+@click.command()
 @broker_option
 @config_option
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), metavar="SECONDS",

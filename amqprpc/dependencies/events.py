@@ -28,9 +28,8 @@ import threading
 from concurrent.futures import Future, wait
 from typing import Any
 
-from ..containers import WorkerContext
 from ..exceptions import BrokerError
-from ..extensions import DependencyProvider, ExcInfo
+from ..extensions import DependencyProvider, ExcInfo, WorkerContext
 from ..publisher import event_message, settle
 from ..serialization import codec_named
 from ..topology import declare_event_exchange, event_exchange

@@ -54,7 +54,7 @@ from ..extensions import DependencyProvider, ExcInfo
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-    from ..containers import WorkerContext
+    from ..extensions import WorkerContext
 
 __all__ = ["Database", "OnceConflict", "WorkerSession", "processed_requests"]
 

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..containers import ServiceContainer
+    from ..extensions import Container
     from ..messages import Outgoing
     from ..topology import Arguments
     from ..transport import BrokerConnection, Delivery
@@ -22,7 +22,7 @@ class ConsumesQueue:
     tag in ``_consumer_tag``, and implements ``_handle`` (run on the handler pool).
     """
 
-    container: ServiceContainer
+    container: Container
     queue_name: str
     _connection: BrokerConnection
     _consumer_tag: str | None = None

@@ -44,10 +44,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-from ..containers import WorkerContext
 from ..dead_letters import Received, RetryPolicy, attempts_of, dead_letter, retry_copy
-from ..exceptions import ConfigError, MalformedRequest
-from ..extensions import Entrypoint, ExcInfo
+from ..exceptions import AmqpRpcError, ConfigError, MalformedRequest
+from ..extensions import Entrypoint, ExcInfo, WorkerContext
 from ..messages import decode_context
 from ..publisher import check_event_names
 from ..serialization import decode
@@ -71,7 +70,7 @@ from .consuming import ConsumesQueue
 _log = logging.getLogger(__name__)
 
 
-class WorkerLost(Exception):
+class WorkerLost(AmqpRpcError):
     """An earlier delivery of the event never finished: what a redelivery records as its error."""
 
 BroadcastIdentifier = str | Callable[[], str]
@@ -243,20 +242,18 @@ class EventHandler(ConsumesQueue, Entrypoint):
                          self.dead_letter_queue_name, exc)
             self._dead_letter(delivery, received, attempts, exc)
             return
-        worker_ctx = WorkerContext(
-            self.container, self, (payload,), {},
-            decode_context(delivery.headers, self._config.header_prefix),
-            request_id=delivery.properties.get("message_id"),
-            redelivered=delivery.redelivered or attempts > 0,  # it may have run before
-        )
-
         def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
             if exc_info is None:
                 self._connection.ack(delivery)
             else:
                 self._failed(delivery, received, attempts + 1, exc_info[1])
 
-        self.container.run_worker(worker_ctx, on_result)
+        self.container.spawn_worker(
+            self, (payload,), {}, decode_context(delivery.headers, self._config.header_prefix),
+            on_result,
+            request_id=delivery.properties.get("message_id"),
+            redelivered=delivery.redelivered or attempts > 0,  # it may have run before
+        )
 
     def _failed(self, delivery: Delivery, received: Received, attempts: int,
                 error: BaseException) -> None:

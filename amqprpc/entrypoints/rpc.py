@@ -22,7 +22,6 @@ import logging
 import time
 from typing import Any
 
-from ..containers import WorkerContext
 from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, retry_copy
 from ..exceptions import (
     AmqpRpcError,
@@ -32,7 +31,7 @@ from ..exceptions import (
     MethodNotFound,
     serialize_error,
 )
-from ..extensions import Entrypoint, ExcInfo, Extension
+from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
 from ..messages import build_reply, deadline_of, decode_context, parse_request
 from ..serialization import JSON, Codec, codec_for
 from ..topology import delay_queue, delay_queue_arguments, service_queue_arguments
@@ -162,21 +161,19 @@ class RpcConsumer(ConsumesQueue, Extension):
             _log.warning("refused %s.%s: %s", self._service, method_name, exc)
             self._reply(delivery, codec, None, exc)
             return
-        worker_ctx = WorkerContext(
-            self.container,
+        def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+            self._reply(delivery, codec, result, exc_info[1] if exc_info else None)
+
+        self.container.spawn_worker(
             entrypoint,
             request.args,
             request.kwargs,
             decode_context(delivery.headers, self._config.header_prefix),
+            on_result,
             request_id=props.get("correlation_id"),
             deadline=deadline,
             redelivered=delivery.redelivered or attempts_of(delivery.headers) > 0,
         )
-
-        def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
-            self._reply(delivery, codec, result, exc_info[1] if exc_info else None)
-
-        self.container.run_worker(worker_ctx, on_result)
 
     def _took_lost_run(self, delivery: Delivery, routing_key: str, codec: Codec) -> bool:
         """Count a run that a dead worker never finished; True if the delivery is dealt with.

@@ -1,7 +1,10 @@
-"""``amqprpc bridge``: run the HTTP gateway (http_bridge), imported only when the command runs.
+"""``amqprpc bridge``: run the HTTP gateway from the amqprpc command.
 
-``amqprpc bridge new-key`` and ``amqprpc bridge token`` make credentials for it
-(``http_bridge.credential_commands``, the same as ``python -m http_bridge new-key|token``).
+Registered through the ``amqprpc.cli`` entry point group (pyproject.toml), so amqprpc never
+imports the bridge; the gateway's own modules load only when the command runs, and a
+missing ``bridge`` extra is one line saying how to install it. ``amqprpc bridge new-key``
+and ``amqprpc bridge token`` make credentials for it (``credential_commands``, the same as
+``python -m http_bridge new-key|token``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import logging
 
 import click
 
-from . import EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
+from amqprpc.cli import EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option
 
 
 class _BridgeGroup(click.Group):
@@ -21,14 +24,14 @@ class _BridgeGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         try:
-            from http_bridge.credential_commands import new_key, token
+            from .credential_commands import new_key, token
         except ImportError as exc:
             raise CliError(f"the bridge needs the `bridge` extra: pip install 'amqprpc[bridge]' ({exc})",
                            EXIT_CONFIG) from None
         return {"new-key": new_key, "token": token}.get(cmd_name)
 
 
-@main.group(cls=_BridgeGroup, invoke_without_command=True)
+@click.group(cls=_BridgeGroup, invoke_without_command=True)
 @broker_option
 @config_option
 @click.option("--host", help="Address to listen on (default 127.0.0.1, or [bridge] host).")
@@ -44,8 +47,8 @@ def bridge(ctx: click.Context, broker_url: str | None, config_path: str | None, 
     if ctx.invoked_subcommand is not None:
         return
     try:
-        from http_bridge import BridgeSettings
-        from http_bridge.server import serve
+        from .server import serve
+        from .settings import BridgeSettings
     except ImportError as exc:
         raise CliError(f"the bridge needs the `bridge` extra: pip install 'amqprpc[bridge]' ({exc})",
                        EXIT_CONFIG) from None
