@@ -32,7 +32,7 @@ from .exceptions import ConfigError
 from .extensions import DependencyProvider, Entrypoint, ExcInfo, Extension, entrypoints_of
 from .messages import CALL_ID_STACK, Context, child_call_stack
 from .pool import HandlerPool
-from .transport import BrokerConnection
+from .transport import create_transport
 
 _log = logging.getLogger(__name__)
 
@@ -98,12 +98,7 @@ class ServiceContainer:
         self.service_cls = service_cls
         self.config = config or Config()
         self.service_name = service_name_of(service_cls)
-        self.connection = BrokerConnection(
-            self.config.broker_url,
-            name=f"{self.service_name}-{os.getpid()}",
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
-        )
+        self.connection = create_transport(self.config, name=f"{self.service_name}-{os.getpid()}")
         self._shared: dict[Any, Extension] = {}
         self.dependencies: dict[str, DependencyProvider] = {}
         self.entrypoints: list[Entrypoint] = []

@@ -131,6 +131,7 @@ class Transport(Protocol):
     """One connection to a broker (one channel on it), owned by the I/O thread it starts."""
 
     name: str
+    confirms: bool  # publishes are confirmed by the broker (else on_confirm runs on write)
 
     # ------------------------------------------------------------ lifecycle (owner's thread)
 
