@@ -31,10 +31,10 @@ from .exceptions import (
     deserialize_error,
 )
 from .futures import settle
-from .messages import DIRECT_REPLY_TO, Context, Outgoing, build_request, parse_reply
+from .messages import DIRECT_REPLY_TO, Context, build_request, parse_reply
 from .serialization import codec_named
 from .topology import reply_queue_topology, rpc_exchange
-from .transport import Delivery, Transport
+from .transport import Delivery, Outgoing, Transport
 
 _log = logging.getLogger(__name__)
 

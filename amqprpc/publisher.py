@@ -21,10 +21,10 @@ from typing import Any
 from .config import Config
 from .exceptions import BrokerBlocked, BrokerError, ConfigError, ConnectionLost
 from .futures import settle
-from .messages import Context, Outgoing, build_event
+from .messages import Context, build_event
 from .serialization import Codec, codec_named
 from .topology import MAX_NAME_LENGTH, event_exchange_entity
-from .transport import create_transport
+from .transport import Outgoing, create_transport
 
 _log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from typing import Any
 from ..containers import WorkerContext
 from ..exceptions import BrokerError
 from ..extensions import DependencyProvider, ExcInfo
-from ..publisher import event_message, settle
+from ..futures import settle
+from ..publisher import event_message
 from ..serialization import codec_named
 from ..topology import event_exchange, event_exchange_entity
 

@@ -27,9 +27,9 @@ from typing import Any
 
 from ..exceptions import ConfigError
 from ..extensions import Extension
-from ..messages import Outgoing
 from ..serialization import JSON, codec_for
 from ..topology import DISCOVERY
+from ..transport import Outgoing
 from ..transport.address import parse_broker_urls
 from .descriptor import build_descriptor
 from .trust import SIGNATURE_HEADER, AnnouncementSigner, parse_owners

@@ -10,9 +10,8 @@ from ..topology import durable_queue
 
 if TYPE_CHECKING:
     from ..containers import ServiceContainer
-    from ..messages import Outgoing
     from ..topology import Arguments
-    from ..transport import Delivery, Transport
+    from ..transport import Delivery, Outgoing, Transport
 
 _log = logging.getLogger(__name__)
 

@@ -97,17 +97,15 @@ class RpcConsumer(ConsumesQueue, Extension):
 
     def __init__(self) -> None:
         self._methods: dict[str, Rpc] = {}
+        self.queue_name = ""  # rpc-<service>, once set up
 
     def register(self, entrypoint: Rpc) -> None:
         self._methods[entrypoint.method_name] = entrypoint
 
-    @property
-    def queue_name(self) -> str:
-        return f"rpc-{self.container.service_name}"
-
     def setup(self) -> None:
         container = self.container
         self._service = container.service_name
+        self.queue_name = f"rpc-{self._service}"
         self._config = container.config
         self._connection = container.connection
         self._connection.declare(*rpc_queue_topology(self._config, self._service))

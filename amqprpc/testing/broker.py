@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import amqp
+import amqp  # type: ignore[import-untyped]
 
 from ..containers import ServiceContainer
 from ..exceptions import BrokerUnreachable

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import amqp
-from amqp.transport import TCPTransport
+import amqp  # type: ignore[import-untyped]
+from amqp.transport import TCPTransport  # type: ignore[import-untyped]
 
 RECV_SIZE = 256 * 1024  # per read_frames call; callers keep one buffer of this size per connection
 _FRAME_HEADER = struct.Struct(">BHI")

@@ -102,7 +102,7 @@ class _QueueState:
 
     @property
     def quorum(self) -> bool:
-        return self.argument("x-queue-type") == "quorum"
+        return bool(self.argument("x-queue-type") == "quorum")
 
     def expires_deadline(self) -> float | None:
         expires = self.argument("x-expires")

@@ -46,9 +46,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from time import monotonic as _monotonic
 from typing import Any, TypeVar
 
-import amqp
+import amqp  # type: ignore[import-untyped]
 from amqp import spec
-from amqp.transport import TCPTransport
+from amqp.transport import TCPTransport  # type: ignore[import-untyped]
 
 from ..exceptions import BrokerError, BrokerUnreachable, ConnectionLost
 from .address import BrokerAddress, parse_broker_urls
