@@ -67,8 +67,8 @@ class RetryPolicy:
 
     def delay_ms(self, attempt: int) -> int:
         """Milliseconds to wait after failed run number ``attempt`` (1-based)."""
-        seconds = min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay)
-        return max(1, int(round(seconds * 1000)))
+        seconds: float = min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay)
+        return max(1, round(seconds * 1000))
 
     def all_delays_ms(self) -> list[int]:
         """Every delay this policy can use, in order (names the delay queues it may create)."""
