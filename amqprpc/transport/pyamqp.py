@@ -66,7 +66,7 @@ from .base import (
     QueueInfo,
     ReturnCallback,
 )
-from .framing import RECV_SIZE, Cork, has_buffered_input, read_frames
+from .framing import RECV_SIZE, Cork, read_frames
 from .outbox import Ack, Call, Op, Outbox, Publish, Reject
 from .tls import handshake_failed, login_method, ssl_options
 from .wakeup import Wakeup
@@ -929,6 +929,17 @@ class AmqpTransport:
         for callback in self._on_lost:
             callback(stopped)
         self._first_attempt_done.set()
+
+
+def has_buffered_input(conn: amqp.Connection) -> bool:
+    """Bytes py-amqp decrypted or buffered that ``select()`` cannot see (TLS only)."""
+    transport = conn.transport
+    if isinstance(transport, TCPTransport):
+        return False  # a buffered tail is a partial frame: its rest is still in the kernel
+    if transport._read_buffer:
+        return True
+    pending = getattr(transport.sock, "pending", None)  # TLS keeps decrypted bytes
+    return bool(pending and pending())
 
 
 def _declare(channel: amqp.Channel, entity: Entity) -> None:

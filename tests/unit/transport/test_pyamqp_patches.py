@@ -69,3 +69,15 @@ def test_channel_send_method_events_and_get_shapes() -> None:
     consume = inspect.signature(amqp.Channel.basic_consume).parameters
     assert {"queue", "consumer_tag", "no_ack", "exclusive", "callback", "arguments"} <= set(consume)
     assert "_do_revive" in vars(amqp.Channel)  # a closed channel reopens itself: we replace it
+
+
+def test_only_the_pyamqp_transport_imports_amqp() -> None:
+    """Nothing else sees py-amqp (the testing kit's raw admin channel aside, for test set-up)."""
+    root = Path(__file__).parents[3]
+    allowed = {"amqprpc/transport/pyamqp.py", "amqprpc/testing/broker.py"}
+    importers = {
+        str(path.relative_to(root)) for folder in ("amqprpc", "http_bridge")
+        for path in (root / folder).rglob("*.py")
+        if re.search(r"^\s*(import amqp\b|from amqp\b)", path.read_text(), re.M)
+    }
+    assert importers <= allowed, sorted(importers - allowed)
