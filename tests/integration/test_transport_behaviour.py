@@ -7,6 +7,7 @@ test named is deleted afterwards.
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -59,6 +60,8 @@ def make_transport(amqp_uri: str, made: list[AmqpTransport]) -> Iterator[Callabl
 
 @pytest.fixture
 def lose_connection() -> Callable[[AmqpTransport], None]:
+    """Shut our end of the socket down, as a network failure would (the broker is shared:
+    it is not touched); the I/O thread sees the stream end and reconnects."""
     def lose(transport: AmqpTransport) -> None:
-        pytest.skip("RabbitMQ's connection is not dropped on demand here (tests/faults does it)")
+        transport.call_soon(lambda: transport._conn.transport.sock.shutdown(socket.SHUT_RDWR))
     return lose
