@@ -28,17 +28,12 @@ class ConsumesQueue:
     queue_name: str
     _connection: Transport
     _consumer_tag: str | None = None
-    _stopping: bool = False
 
     def stop(self) -> None:
         """Stop taking messages; those already received still run and are acked."""
-        self._stopping = True
         tag, self._consumer_tag = self._consumer_tag, None
         if tag is not None:
             self._connection.cancel(tag)
-
-    def kill(self) -> None:
-        self._stopping = True
 
     def _on_delivery(self, delivery: Delivery) -> None:
         """On the I/O thread: hand the message to the pool at once."""

@@ -135,7 +135,6 @@ class EventHandler(ConsumesQueue, Entrypoint):
         self.queue_name = ""
         self.dead_letter_queue_name = ""
         self._consumer_tag: str | None = None
-        self._stopping = False
         self._counts_redeliveries = False
 
     @property
