@@ -159,7 +159,9 @@ class Transport(Protocol):
         """Declare ``entities`` in order, now if connected and after every reconnect.
 
         With ``remember=False`` they are declared once, ahead of anything this thread queues
-        after (a delay queue declared right before the publish that needs it).
+        after (a delay queue declared right before the publish that needs it). Raises
+        ``BrokerError`` when the broker refuses one (other flags than the existing entity's):
+        it is forgotten, and on RabbitMQ the connection is replaced (the channel is closed).
         """
 
     def consume(
