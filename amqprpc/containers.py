@@ -42,7 +42,7 @@ from .extensions import (
 )
 from .messages import Context
 from .pool import HandlerPool
-from .transport import BrokerConnection
+from .transport import Transport, create_transport
 
 __all__ = ["ServiceContainer", "WorkerContext", "dependencies_of", "service_name_of"]
 
@@ -73,15 +73,12 @@ class ServiceContainer:
 
     def __init__(self, service_cls: type, config: Config | None = None, *,
                  extensions: Iterable[ExtensionFactory] = (),
-                 connection: BrokerConnection | None = None) -> None:
+                 connection: Transport | None = None) -> None:
         self.service_cls = service_cls
         self.config = config or Config()
         self.service_name = service_name_of(service_cls)
-        self.connection = connection if connection is not None else BrokerConnection(
-            self.config.broker_url,
-            name=f"{self.service_name}-{os.getpid()}",
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
+        self.connection = connection if connection is not None else create_transport(
+            self.config, name=f"{self.service_name}-{os.getpid()}"
         )
         self._extra = list(extensions)
         self._shared: dict[Any, Extension] = {}

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from .config import Config
 from .messages import CALL_ID_STACK, Context, child_call_stack
-from .transport import BrokerConnection
+from .transport import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
 X = TypeVar("X", bound="Extension")
@@ -48,7 +48,7 @@ class Container(Protocol):
     service_cls: type
     service_name: str
     config: Config
-    connection: BrokerConnection
+    connection: Transport
     entrypoints: list[Entrypoint]
     dependencies: dict[str, DependencyProvider]
 

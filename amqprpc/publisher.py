@@ -15,15 +15,16 @@ import logging
 import os
 import threading
 import uuid
-from concurrent.futures import Future, InvalidStateError, wait
+from concurrent.futures import Future, wait
 from typing import Any
 
 from .config import Config
 from .exceptions import BrokerBlocked, BrokerError, ConfigError, ConfirmTimeout, ConnectionLost
-from .messages import Context, Outgoing, build_event
+from .futures import settle
+from .messages import Context, build_event
 from .serialization import Codec, codec_named
-from .topology import MAX_NAME_LENGTH, declare_event_exchange, event_exchange
-from .transport import BrokerConnection
+from .topology import MAX_NAME_LENGTH, event_exchange_entity
+from .transport import Outgoing, create_transport
 
 _log = logging.getLogger(__name__)
 
@@ -48,17 +49,6 @@ def check_event_names(source: str, event_type: str) -> None:
             raise ConfigError(f"{what} {value[:40]!r}... is too long for the broker")
 
 
-def settle(future: Future[None], error: BaseException | None) -> None:
-    """Resolve a dispatch future from a confirm callback (a no-op if already resolved)."""
-    try:
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:
-        pass
-
-
 class EventPublisher:
     """A connection for dispatching events from outside a service; reusable and thread-safe.
 
@@ -80,15 +70,9 @@ class EventPublisher:
         self.config = config.replace(broker_url=broker_url) if broker_url else config
         self.context = dict(context or {})
         self._codec = codec_named(self.config.serializer)
-        self.connection = BrokerConnection(
-            self.config.broker_url,
-            name=name or f"events-{os.getpid()}",
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
-        )
-        self.connection.on_connect(self._on_connect)
-        # Sources whose exchange this connection declared: written on the I/O thread, read
-        # by dispatchers (a stale "yes" after a reconnect is harmless: the exchange is durable).
+        self.connection = create_transport(self.config, name=name or f"events-{os.getpid()}")
+        # Sources whose exchange this transport declared (and declares again on every
+        # reconnect): written on the I/O thread, read by dispatchers.
         self._declared: set[str] = set()
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -156,20 +140,16 @@ class EventPublisher:
 
     # ------------------------------------------------------------ I/O thread
 
-    def _on_connect(self, channel: Any) -> None:
-        self._declared.clear()
-
     def _send(self, source: str, message: Outgoing, future: Future[None]) -> None:
         if future.done():  # stopped meanwhile
             return
         if source not in self._declared:
+            exchange = event_exchange_entity(source)
             try:
-                declare_event_exchange(self.connection.channel, source)
-            except ConnectionLost:
-                raise  # not connected: the transport runs this again on the next connection
-            except BaseException as exc:
-                settle(future, BrokerError(f"cannot declare exchange {event_exchange(source)!r}: {exc}"))
-                raise  # the channel is gone: the transport reconnects
+                self.connection.declare(exchange)
+            except BrokerError as exc:  # refused: the transport replaces its channel
+                settle(future, BrokerError(f"cannot declare exchange {exchange.name!r}: {exc}"))
+                return
             self._declared.add(source)
         self.connection.publish(message, on_confirm=lambda error: settle(future, error))
 

@@ -118,7 +118,8 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
     if health is not None:
         health.start()
     names = ", ".join(c.service_name for c in runner.containers)
-    _log.info("running %s (pid %d, broker %s)", names, os.getpid(), runner.containers[0].connection.address)
+    where = getattr(runner.containers[0].connection, "address", "in memory")  # AmqpTransport's node
+    _log.info("running %s (pid %d, broker %s)", names, os.getpid(), where)
     stop_requested.wait()
     if health is not None:
         health.stopping = True

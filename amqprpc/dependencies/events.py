@@ -30,9 +30,10 @@ from typing import Any
 
 from ..exceptions import BrokerError
 from ..extensions import DependencyProvider, ExcInfo, WorkerContext
-from ..publisher import event_message, settle
+from ..futures import settle
+from ..publisher import event_message
 from ..serialization import codec_named
-from ..topology import declare_event_exchange, event_exchange
+from ..topology import event_exchange, event_exchange_entity
 
 
 class EventDispatcher(DependencyProvider):
@@ -54,7 +55,7 @@ class EventDispatcher(DependencyProvider):
         self._pending: dict[int, list[Future[None]]] = {}  # id(worker_ctx) -> its events
         self._lock = threading.Lock()
         # Declared on every (re)connect, before any queued publish goes out on it.
-        self._connection.on_connect(lambda channel: declare_event_exchange(channel, self.source))
+        self._connection.declare(event_exchange_entity(self.source))
 
     def get_dependency(self, worker_ctx: WorkerContext) -> EventDispatch:
         return EventDispatch(self, worker_ctx)

@@ -45,7 +45,8 @@ from typing import Any
 from ..config import Config
 from ..exceptions import MalformedRequest
 from ..serialization import decode
-from ..transport import BrokerConnection, Delivery
+from ..topology import DISCOVERY
+from ..transport import Binding, Delivery, Queue, Transport, create_transport
 from .announcer import DEFAULT_INTERVAL, DISCOVERY_EXCHANGE
 from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor, parse_descriptor
 from .trust import (
@@ -140,7 +141,7 @@ class ServiceRegistry:
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._listeners: list[Listener] = []
         self._generation = 0
-        self._connection: BrokerConnection | None = None
+        self._connection: Transport | None = None
         self._subscribed_at: float | None = None
         self._sweeping = False
 
@@ -152,13 +153,12 @@ class ServiceRegistry:
             _log.warning("discovery announcements are not authenticated: anyone who can publish "
                          "on %s can change routes and roles; set discovery_key (docs/production.md)",
                          DISCOVERY_EXCHANGE)
-        connection = BrokerConnection(
-            self.config.broker_url,
-            name=self._name,
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
-            confirms=False,
-        )
+        connection = create_transport(self.config, name=self._name, confirms=False)
+        queue = f"amqprpc.registry-{self._name}"  # this registry's own: gone when it stops
+        connection.declare(DISCOVERY, Queue(queue, durable=False, exclusive=True, auto_delete=True,
+                                            arguments={"x-max-length": 10_000}),
+                           Binding(queue, DISCOVERY.name, "#"))
+        connection.consume(queue, self._on_delivery, no_ack=True)
         connection.on_connect(self._on_connect)
         connection.on_lost(self._on_lost)
         self._connection = connection
@@ -345,15 +345,10 @@ class ServiceRegistry:
 
     # ------------------------------------------------------------ I/O thread
 
-    def _on_connect(self, channel: Any) -> None:
+    def _on_connect(self) -> None:
         connection = self._connection
         if connection is None:
             return  # stopped while the first connect was under way (start(wait=False))
-        channel.exchange_declare(DISCOVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
-        queue = channel.queue_declare("", exclusive=True, auto_delete=True,
-                                      arguments={"x-max-length": 10_000}).queue
-        channel.queue_bind(queue, DISCOVERY_EXCHANGE, "#")
-        connection.consume(queue, self._on_delivery, no_ack=True)
         self._subscribed_at = self._clock()
         if not self._sweeping:
             self._sweeping = True

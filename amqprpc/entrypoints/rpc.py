@@ -34,7 +34,7 @@ from ..exceptions import (
 from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
 from ..messages import build_reply, deadline_of, decode_context, parse_request
 from ..serialization import JSON, Codec, codec_for
-from ..topology import delay_queue, delay_queue_arguments, service_queue_arguments
+from ..topology import delay_queue, delay_queue_arguments, rpc_queue_topology
 from ..transport import Delivery
 from .consuming import ConsumesQueue
 from .events import WorkerLost
@@ -96,31 +96,20 @@ class RpcConsumer(ConsumesQueue, Extension):
 
     def __init__(self) -> None:
         self._methods: dict[str, Rpc] = {}
+        self.queue_name = ""  # rpc-<service>, once set up
 
     def register(self, entrypoint: Rpc) -> None:
         self._methods[entrypoint.method_name] = entrypoint
 
-    @property
-    def queue_name(self) -> str:
-        return f"rpc-{self.container.service_name}"
-
     def setup(self) -> None:
         container = self.container
         self._service = container.service_name
+        self.queue_name = f"rpc-{self._service}"
         self._config = container.config
         self._connection = container.connection
-        self._connection.on_connect(self._declare_and_consume)
-
-    def _declare_and_consume(self, channel: Any) -> None:
-        if self._stopping:
-            return
-        config = self._config
-        channel.exchange_declare(config.rpc_exchange, "topic", durable=True, auto_delete=False)
-        arguments = service_queue_arguments(config)  # quorum: with the delivery limit
-        channel.queue_declare(self.queue_name, durable=True, auto_delete=False, arguments=arguments)
-        channel.queue_bind(self.queue_name, config.rpc_exchange, f"{self._service}.*")
-        channel.basic_qos(0, config.effective_prefetch, False)
-        self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery)
+        self._connection.declare(*rpc_queue_topology(self._config, self._service))
+        self._consumer_tag = self._connection.consume(
+            self.queue_name, self._on_delivery, prefetch=self._config.effective_prefetch)
 
     # ------------------------------------------------------------ per request
 
