@@ -278,21 +278,9 @@ def with_vhost(broker_url: str, vhost: str) -> str:
 def vhost_usable(address: BrokerAddress, vhost: str, timeout: float = 3.0) -> bool:
     """Whether ``address``'s user can log in to ``vhost`` (plain AMQP only): then it exists
     with rights, and ``dev`` need not make it again (each ``rabbitmqctl`` run costs ~1 s)."""
-    if address.tls is not None:
-        return False
-    import amqp  # here: `import amqprpc.cli` stays cheap
+    from .transport.pyamqp import can_log_in  # here: `import amqprpc.cli` stays cheap
 
-    connection = amqp.Connection(host=f"{_url_host(address.host)}:{address.port}", userid=address.userid,
-                                 password=address.password, virtual_host=vhost, connect_timeout=timeout)
-    try:
-        connection.connect()
-    except Exception:  # refused, no such vhost, no rights: in every case, not usable
-        return False
-    try:
-        connection.close()
-    except Exception:
-        pass
-    return True
+    return can_log_in(address, vhost, timeout)
 
 
 def make_vhost(address: BrokerAddress, vhost: str, *, management_url: str | None = None,

@@ -71,7 +71,7 @@ from .outbox import Ack, Call, Op, Outbox, Publish, Reject
 from .tls import handshake_failed, login_method, ssl_options
 from .wakeup import Wakeup
 
-__all__ = ["AmqpTransport"]
+__all__ = ["AmqpTransport", "can_log_in"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -929,6 +929,26 @@ class AmqpTransport:
         for callback in self._on_lost:
             callback(stopped)
         self._first_attempt_done.set()
+
+
+def can_log_in(address: BrokerAddress, vhost: str, timeout: float = 3.0) -> bool:
+    """Whether ``address``'s user can open ``vhost`` over plain AMQP: a one-shot check,
+    no transport (``amqprpc dev`` asks it before making a vhost again)."""
+    if address.tls is not None:
+        return False
+    connection = amqp.Connection(host=f"[{address.host}]:{address.port}" if ":" in address.host
+                                 else f"{address.host}:{address.port}", userid=address.userid,
+                                 password=address.password, virtual_host=vhost,
+                                 connect_timeout=timeout)
+    try:
+        connection.connect()
+    except Exception:  # refused, no such vhost, no rights: in every case, not usable
+        return False
+    try:
+        connection.close()
+    except Exception:
+        pass
+    return True
 
 
 def has_buffered_input(conn: amqp.Connection) -> bool:

@@ -158,6 +158,8 @@ OUTSIDE_THE_TREE = {
     "amqprpc.transport.memory_broker.PublishBlocked": "the memory broker's signal to its transport, "
                                                       "caught there (memory.py)",
     "amqprpc.transport.tls._EncryptedKey": "private to tls.py, caught there",
+    "amqprpc.transport.framing.BadFrame": "a ConnectionError the I/O loop treats as a lost link "
+                                          "and reconnects; never reaches a caller",
 }
 
 
