@@ -19,6 +19,7 @@ from typing import Any
 
 from .exceptions import ConfigError
 from .transport.address import parse_broker_urls
+from .transport.factory import MEMORY_SCHEME
 
 ENV_PREFIX = "AMQPRPC_"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -68,6 +69,8 @@ class Config(Mapping[str, Any]):
             raise ConfigError(f"serializer must be 'json' or 'msgpack', got {self.serializer!r}")
         if self.queue_type not in ("classic", "quorum"):
             raise ConfigError(f"queue_type must be 'classic' or 'quorum', got {self.queue_type!r}")
+        if self.broker_url.startswith(MEMORY_SCHEME):
+            return  # the in-memory broker of that name, in this process (tests)
         try:
             parse_broker_urls(self.broker_url)
         except ConfigError as exc:

@@ -29,7 +29,7 @@ import copy
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from .config import Config
 from .messages import CALL_ID_STACK, Context, child_call_stack
@@ -184,9 +184,6 @@ class Entrypoint(Extension):
     method_name: str = ""
     expected_exceptions: tuple[type[BaseException], ...] = ()
     is_async: bool = False
-
-    # Subclasses with no arguments may be applied bare (``@rpc``) or called (``@rpc()``).
-    decorator_kwargs: ClassVar[tuple[str, ...]] = ()
 
     def bind_method(self, container: Container, method_name: str) -> Self:
         bound = self.bind(container, method_name)
