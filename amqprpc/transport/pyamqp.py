@@ -289,9 +289,22 @@ class BrokerConnection:
             exclusive=exclusive,
             callback=self._deliver,
             arguments=arguments,
+            on_cancel=lambda cancelled: self._on_consumer_cancelled(queue, cancelled),
         )
         self._consumers[tag] = (callback, no_ack)
         return tag
+
+    def _on_consumer_cancelled(self, queue: str, consumer_tag: str) -> None:
+        """The broker cancelled a consumer (B6: its queue was deleted): replace the connection.
+
+        A worker that idled on, consuming nothing, would be a silent outage. Reconnecting
+        re-runs every owner's declarations, so the queue, its bindings and the consumer come
+        back; deliveries in flight on this connection are redelivered (at-least-once).
+        """
+        self._consumers.pop(consumer_tag, None)
+        raise amqp.exceptions.RecoverableConnectionError(
+            f"{self.name}: the broker cancelled the consumer of queue {queue!r} (was it "
+            "deleted?); reconnecting to declare it again")
 
     def cancel_and_wait(self, consumer_tag: str | None, timeout: float = 5.0) -> None:
         """From any thread: stop a consumer, waiting (at most ``timeout``) for the broker.
