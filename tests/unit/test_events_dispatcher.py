@@ -16,9 +16,13 @@ class FakeConnection:
     def __init__(self) -> None:
         self.published: list[tuple[Any, Any]] = []
         self.connect_callbacks: list[Any] = []
+        self.return_callbacks: list[Any] = []
 
     def on_connect(self, callback: Any) -> None:
         self.connect_callbacks.append(callback)
+
+    def on_return(self, callback: Any) -> None:
+        self.return_callbacks.append(callback)
 
     def publish(self, message: Any, on_confirm: Any = None) -> None:
         self.published.append((message, on_confirm))
