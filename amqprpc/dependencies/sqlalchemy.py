@@ -68,7 +68,8 @@ CONNECT_TIMEOUT = 10  # seconds; psycopg would otherwise wait for the OS (minute
 # A database that stops answering (D3) must fail the call, not hold a handler thread (and a
 # prefetch slot) for ever. Where the driver allows it, no wait on the server lasts longer:
 # pymysql's socket read/write timeouts; for psycopg, PostgreSQL's statement_timeout plus
-# TCP keepalives and tcp_user_timeout (a lost link). docs/databases.md has the details.
+# TCP keepalives and tcp_user_timeout (a lost link). docs/production.md ("A database that
+# stops answering") has the details.
 STATEMENT_TIMEOUT = 60  # seconds
 ONCE_ATTEMPTS = 5  # tries of once() when the database aborts it over a concurrent duplicate
 

@@ -9,7 +9,7 @@ shortened to 2 s so the test is quick), not from settings the test passes.
 * MariaDB (pymysql): the fault proxy blackholes the link; pymysql's socket read timeout
   ends every wait.
 * PostgreSQL (psycopg): psycopg has no client-side read timeout, so a blackhole through a
-  userland proxy (which keeps TCP alive) is not bounded; see docs/databases.md. What is
+  userland proxy (which keeps TCP alive) is not bounded; see docs/production.md. What is
   bounded: a statement the server does not finish (here: blocked on a lock held
   elsewhere, the common way a database "stops answering") ends at ``statement_timeout``,
   and lost packets end at ``tcp_user_timeout``/keepalives (not reproducible on loopback).
