@@ -101,6 +101,11 @@ class BrokerConnection:
         self.max_backoff = max_backoff
         self.blocked_reason: str | None = None
         self.generation = 0
+        # After stop(): publishes the broker had not confirmed plus deliveries not acked when
+        # the connection closed (they will be redelivered). None when the close was not
+        # answered (a silent peer): then not even the acks sent before it are known to
+        # have arrived.
+        self.left_undone: int | None = 0
 
         self._outbox: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         self._socket_lock = threading.Lock()  # the I/O thread's, except while in select()
@@ -169,6 +174,7 @@ class BrokerConnection:
         thread = self._thread
         if thread is None:
             return
+        self.left_undone = None
         self._stopping.set()
         self._wake()
         if thread is not threading.current_thread():
@@ -707,21 +713,30 @@ class BrokerConnection:
                     select.select([conn.transport.sock], [], [], 0.05)
                     self._drain_outbox()
                     self._flush_acks()
-                conn.close()
+                undone = len(self._unconfirmed) + len(self._outstanding)
+                conn.close()  # may wait for ever on a silent peer: stop() stops waiting
+                self.left_undone = undone  # close-ok: the broker has every frame sent before
             except RECOVERABLE_ERRORS as exc:
                 _log.debug("%s: error while closing: %r", self.name, exc)
         self._connected.clear()
         self._channel = None
         self._conn = None
         stopped = ConnectionLost(f"{self.name}: connection closed")
+        never_sent = 0
+        if conn is None:  # stopped while disconnected: nothing to lose in a close
+            self.left_undone = len(self._unconfirmed)
         self._fail_unconfirmed(stopped)
         while True:  # publishes that never went out: tell their owners
             try:
                 op = self._outbox.get_nowait()
             except Empty:
                 break
-            if op[0] == "publish" and op[2] is not None:
-                op[2](stopped)
+            if op[0] == "publish":
+                never_sent += 1
+                if op[2] is not None:
+                    op[2](stopped)
+        if self.left_undone is not None:
+            self.left_undone += never_sent
         for callback in self._on_lost:
             callback(stopped)
         self._first_attempt_done.set()
