@@ -110,14 +110,19 @@ def test_W4_calls_past_grace_are_requeued_and_the_exit_status_says_so(
 
 def test_N4_stop_while_blackholed_ends_in_bounded_time(rabbit_node, service, workers, client,
                                                        markers):
-    """Idle worker: nothing to finish, every goodbye to the broker unanswered."""
+    """Idle worker: nothing to finish, every goodbye to the broker unanswered.
+
+    It still exits 1: without the broker's close-ok it cannot know that the acks it sent
+    before the stop arrived, so the calls they finished may run again elsewhere.
+    """
     with FaultProxy("127.0.0.1", rabbit_node.port) as proxy:
         worker = workers(proxy.url_for(rabbit_node.url), "blackholed")
         assert call_when_ready(client, service, "pid") == worker.pid
         proxy.blackhole()
         code, took = stop_and_time(worker)
         assert took < STOP_BOUND, f"took {took:.1f}s\n{worker.output()}"
-        assert code == 0, worker.output()
+        assert code == 1, worker.output()
+        assert "closed without the broker's answer" in worker.output()
 
 
 def test_N4_W4_stop_while_blackholed_with_calls_past_grace(rabbit_node, service, workers, client,
@@ -138,4 +143,28 @@ def test_N4_W4_stop_while_blackholed_with_calls_past_grace(rabbit_node, service,
                    "the broker to requeue the call of the silent worker", timeout=40)
         (markers / "release").touch()
         assert future.result(timeout=20) == second.pid
+        assert client._caller.pending_count() == 0
+
+
+def test_N4_call_finished_while_blackholed_is_answered_once(rabbit_node, service, workers, client,
+                                                            markers):
+    """The handler finishes within the grace, but its reply and ack vanish in the blackhole.
+
+    The worker exits 1: it cannot know its reply arrived. The broker requeues the request
+    once it misses the worker's heartbeats; another worker runs it again, and the caller
+    gets that reply, once.
+    """
+    with FaultProxy("127.0.0.1", rabbit_node.port) as proxy:
+        first = workers(proxy.url_for(rabbit_node.url), "blackholed")
+        assert call_when_ready(client, service, "pid") == first.pid
+        future = client.call_async(service, "hold", str(markers), 60)
+        wait_until(lambda: started_by(markers, first), "the call to start", timeout=20)
+        proxy.blackhole()
+        (markers / "release").touch()  # it finishes now, well within the grace
+        code, took = stop_and_time(first)
+        assert took < STOP_BOUND, f"took {took:.1f}s\n{first.output()}"
+        assert code == 1, f"its reply was never confirmed: exit 1, not {code}\n{first.output()}"
+        assert "closed without the broker's answer" in first.output()
+        second = workers(rabbit_node.url, "direct")
+        assert future.result(timeout=40) == second.pid
         assert client._caller.pending_count() == 0
