@@ -13,7 +13,8 @@ The invariants (reliability.md §3, Jepsen's checker plus ours for callers):
 * at the end the service queue, the event queue and its DLQ are empty, and no call is
   still pending in the client.
 
-The seed is printed on failure (``-p no:randomly`` is not needed: the soak has its own).
+A failure names its seed; ``AMQPRPC_SOAK_SEED=<seed>`` replays the same kill schedule
+(the load itself is paced by the clock, so a replay is close, not identical).
 """
 
 from __future__ import annotations
