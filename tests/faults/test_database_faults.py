@@ -12,13 +12,16 @@ shortened to 2 s so the test is quick), not from settings the test passes.
   userland proxy (which keeps TCP alive) is not bounded; see docs/production.md. What is
   bounded: a statement the server does not finish (here: blocked on a lock held
   elsewhere, the common way a database "stops answering") ends at ``statement_timeout``,
-  and lost packets end at ``tcp_user_timeout``/keepalives (not reproducible on loopback).
+  and lost packets end at ``tcp_user_timeout`` (here: a worker process in a network
+  namespace whose link to the database is cut, tests/faults/netns_link.py).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +31,9 @@ from amqprpc import ClusterRpcClient, Config, Database, RemoteError, RpcTimeout,
 from amqprpc.dependencies import sqlalchemy as sqlalchemy_dependency
 from tests.databases import SQL_SERVERS, unavailable, unique_table
 
+from ..cluster.netns import netns_unavailable
+from ..integration.worker_processes import call_when_ready
+from .netns_link import CuttableLink
 from .proxy import FaultProxy
 from .rabbit_node import RabbitNode
 
@@ -146,3 +152,39 @@ def test_D3_postgresql_statement_the_server_never_finishes_fails_in_bounded_time
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
+
+
+def test_D3_postgresql_link_lost_calls_fail_in_bounded_time_then_recover(rabbit_node, unique_name,
+                                                                          tmp_path: Path):
+    """Packets to PostgreSQL really lost: ``tcp_user_timeout`` and ``connect_timeout`` end
+    the waits (2 s each, set in tests/faults/apps/pgwait.py), the worker recovers."""
+    reason = netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    url = sa.make_url(server_url("postgresql"))
+    name = unique_name("pgwait")
+    root = Path(__file__).resolve().parents[2]
+    with CuttableLink() as link, (tmp_path / "worker.log").open("wb") as log:
+        broker_port = link.expose(rabbit_node.port)
+        db_host, db_port = link.across(url.port or 5432)
+        database_url = url.set(host=db_host, port=db_port).render_as_string(False)
+        env = {**os.environ, "PYTHONPATH": str(root), "PGWAIT_SERVICE_NAME": name,
+               "AMQPRPC_DATABASE_URL": database_url}
+        worker = link.run([sys.executable, "-m", "amqprpc.cli", "run", "tests.faults.apps.pgwait",
+                           "--broker", f"amqp://guest:guest@127.0.0.1:{broker_port}/",
+                           "--concurrency", str(CONCURRENCY), "--log-level", "WARNING"],
+                          env=env, cwd=root, output=log)
+        config = Config(broker_url=rabbit_node.url, heartbeat=2.0)
+        with ClusterRpcClient(config=config, timeout=60) as client:
+            assert call_when_ready(client, name, "one") == 1
+            link.cut()
+            futures = [client.call_async(name, "one") for _ in range(2 * CONCURRENCY)]
+            kinds = outcomes(futures, by=40)
+            assert all(kind.startswith("OperationalError") for kind in kinds), kinds
+            link.heal()
+            assert [client.call(name, "one") for _ in range(2 * CONCURRENCY)] == [1] * 4
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+    from amqprpc.testing.pytest import broker_admin
+
+    with broker_admin(rabbit_node.url) as channel:
+        channel.queue_delete(f"rpc-{name}")
