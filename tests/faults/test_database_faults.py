@@ -31,7 +31,7 @@ from amqprpc import ClusterRpcClient, Config, Database, RemoteError, RpcTimeout,
 from amqprpc.dependencies import sqlalchemy as sqlalchemy_dependency
 from tests.databases import SQL_SERVERS, unavailable, unique_table
 
-from ..cluster.netns import netns_unavailable
+from ..cluster.netns import netns_unavailable, reap_orphan_namespaces
 from ..integration.worker_processes import call_when_ready
 from .netns_link import CuttableLink
 from .proxy import FaultProxy
@@ -161,6 +161,7 @@ def test_D3_postgresql_link_lost_calls_fail_in_bounded_time_then_recover(rabbit_
     reason = netns_unavailable()
     if reason:
         pytest.skip(reason)
+    reap_orphan_namespaces()  # links of test processes that died without cleaning up
     url = sa.make_url(server_url("postgresql"))
     name = unique_name("pgwait")
     root = Path(__file__).resolve().parents[2]
