@@ -156,8 +156,9 @@ class ServiceContainer:
     def stop(self, grace: float | None = None) -> bool:
         """Stop consuming, let in-flight calls finish (up to ``grace`` s), then close.
 
-        Returns False if calls were still running at the end of the grace period: they are
-        left unacked, so the broker delivers them again to another worker.
+        Returns False if calls were still running at the end of the grace period, or if the
+        broker had not confirmed every reply, event and ack when the connection closed: those
+        are left unacked, so the broker delivers them again to another worker.
         """
         grace = self.config.grace if grace is None else grace
         for entrypoint in [*self.entrypoints, *self._shared.values()]:
@@ -171,7 +172,16 @@ class ServiceContainer:
         self.connection.stop()
         self._stop_pools(wait=finished)
         self._started = False
-        return finished
+        undone = self.connection.left_undone
+        if undone is None:  # e.g. a blackholed link: the close itself went unanswered
+            _log.warning("service %s: the connection closed without the broker's answer; the "
+                         "acks, replies and events sent last may be lost, and their requests "
+                         "may run again elsewhere", self.service_name)
+        elif undone:
+            _log.warning("service %s: %d replies, events or acks not confirmed by the broker "
+                         "when the connection closed; their requests will be redelivered",
+                         self.service_name, undone)
+        return finished and undone == 0
 
     def kill(self) -> None:
         """Stop at once: nothing in flight is acked, so the broker redelivers it."""

@@ -37,7 +37,34 @@ def event_message(source: str, event_type: str, payload: Any, *, codec: Codec,
     message = build_event(source, event_type, payload, codec=codec, context=context,
                           header_prefix=header_prefix)
     message.properties["message_id"] = uuid.uuid4().hex
+    message.mandatory = True  # an event no queue takes comes back: see UnroutableEvents
     return message
+
+
+class UnroutableEvents:
+    """A return callback that counts events the broker could route to no queue (R3).
+
+    Events stay fire-and-forget (the dispatch is still confirmed, nobody raises), but an
+    event nobody subscribes to is usually a typo or a handler not deployed yet: the first
+    of each exchange and event type is logged as a warning, and every one is counted in
+    ``counts``. Memory grows with distinct event types only. Runs on the I/O thread.
+    """
+
+    def __init__(self, exchange: str | None = None) -> None:
+        self.exchange = exchange  # only this exchange's events (None: every ``*.events``)
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def __call__(self, message: Outgoing, reply_text: str) -> None:
+        if self.exchange is not None and message.exchange != self.exchange:
+            return
+        if not message.exchange.endswith(".events"):
+            return  # a request: the caller that sent it handles its return
+        key = (message.exchange, message.routing_key)
+        count = self.counts[key] = self.counts.get(key, 0) + 1
+        if count == 1:
+            _log.warning("event %r on exchange %r reached no queue (%s): nobody subscribes to "
+                         "it; further ones are only counted", message.routing_key,
+                         message.exchange, reply_text)
 
 
 def check_event_names(source: str, event_type: str) -> None:
@@ -71,6 +98,8 @@ class EventPublisher:
         self.context = dict(context or {})
         self._codec = codec_named(self.config.serializer)
         self.connection = create_transport(self.config, name=name or f"events-{os.getpid()}")
+        self._unroutable = UnroutableEvents()
+        self.connection.on_return(self._unroutable)
         # Sources whose exchange this transport declared (and declares again on every
         # reconnect): written on the I/O thread, read by dispatchers.
         self._declared: set[str] = set()
@@ -87,6 +116,11 @@ class EventPublisher:
                 self.flush(self.config.rpc_timeout)
         finally:
             self.stop()
+
+    @property
+    def unroutable(self) -> dict[tuple[str, str], int]:
+        """Events the broker routed to no queue, by ``(exchange, event type)``."""
+        return self._unroutable.counts
 
     def start(self, wait: bool = True) -> None:
         """Connect (raising BrokerUnreachable at once with ``wait``, else retrying)."""

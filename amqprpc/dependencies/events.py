@@ -31,7 +31,7 @@ from typing import Any
 from ..exceptions import BrokerError
 from ..extensions import DependencyProvider, ExcInfo, WorkerContext
 from ..futures import settle
-from ..publisher import event_message
+from ..publisher import UnroutableEvents, event_message
 from ..serialization import codec_named
 from ..topology import event_exchange, event_exchange_entity
 
@@ -56,6 +56,13 @@ class EventDispatcher(DependencyProvider):
         self._lock = threading.Lock()
         # Declared on every (re)connect, before any queued publish goes out on it.
         self._connection.declare(event_exchange_entity(self.source))
+        self._unroutable = UnroutableEvents(event_exchange(self.source))
+        self._connection.on_return(self._unroutable)
+
+    @property
+    def unroutable(self) -> dict[tuple[str, str], int]:
+        """Events of this service the broker routed to no queue, by ``(exchange, event type)``."""
+        return self._unroutable.counts
 
     def get_dependency(self, worker_ctx: WorkerContext) -> EventDispatch:
         return EventDispatch(self, worker_ctx)

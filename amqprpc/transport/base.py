@@ -132,6 +132,10 @@ class Transport(Protocol):
 
     name: str
     confirms: bool  # publishes are confirmed by the broker (else on_confirm runs on write)
+    # After stop(): publishes not confirmed plus deliveries not acked when the connection
+    # closed (redelivered); None when the close went unanswered (then nothing sent last is
+    # known to have arrived). The container's exit status says so.
+    left_undone: int | None
 
     # ------------------------------------------------------------ lifecycle (owner's thread)
 

@@ -118,6 +118,11 @@ class AmqpTransport:
         self.max_backoff = max_backoff
         self._blocked_reason: str | None = None
         self._generation = 0
+        # After stop(): publishes the broker had not confirmed plus deliveries not acked when
+        # the connection closed (they will be redelivered). None when the close was not
+        # answered (a silent peer): then not even the acks sent before it are known to
+        # have arrived.
+        self.left_undone: int | None = 0
 
         self._outbox = Outbox()
         self._socket_lock = threading.Lock()  # the I/O thread's, except while in select()
@@ -182,6 +187,7 @@ class AmqpTransport:
         thread = self._thread
         if thread is None:
             return
+        self.left_undone = None
         self._stopping.set()
         self._wake()
         if thread is not threading.current_thread():
@@ -300,7 +306,8 @@ class AmqpTransport:
                 channel.basic_qos(0, consumer.prefetch or 0, False)
             channel.basic_consume(queue=consumer.queue, consumer_tag=consumer.tag,
                                   no_ack=consumer.no_ack, exclusive=consumer.exclusive,
-                                  callback=self._deliver, arguments=consumer.arguments)
+                                  callback=self._deliver, arguments=consumer.arguments,
+                                  on_cancel=lambda tag: self._on_consumer_cancelled(consumer.queue, tag))
         except amqp.exceptions.ChannelError as exc:
             self._forget(consumer)
             raise self._refused(exc, f"consume {consumer.queue!r}") from None
@@ -495,6 +502,18 @@ class AmqpTransport:
             assert self._conn is not None
             channel = self._admin_channel = self._conn.channel()
         return channel
+
+    def _on_consumer_cancelled(self, queue: str, consumer_tag: str) -> None:
+        """The broker cancelled a consumer (B6: its queue was deleted): replace the connection.
+
+        A worker that idled on, consuming nothing, would be a silent outage. Reconnecting
+        declares the remembered topology again, so the queue, its bindings and the consumer
+        come back; deliveries in flight on this connection are redelivered (at-least-once).
+        """
+        self._consumers.pop(consumer_tag, None)
+        raise amqp.exceptions.RecoverableConnectionError(
+            f"{self.name}: the broker cancelled the consumer of queue {queue!r} (was it "
+            "deleted?); reconnecting to declare it again")
 
     # ---------------------------------------------------------------- the loop
 
@@ -910,7 +929,9 @@ class AmqpTransport:
                     select.select([conn.transport.sock], [], [], 0.05)
                     self._drain_online()
                     self._flush_acks()
-                conn.close()
+                undone = len(self._unconfirmed) + len(self._outstanding)
+                conn.close()  # may wait for ever on a silent peer: stop() stops waiting
+                self.left_undone = undone  # close-ok: the broker has every frame sent before
             except _RECOVERABLE as exc:
                 _log.debug("%s: error while closing: %r", self.name, exc)
                 try:
@@ -922,10 +943,17 @@ class AmqpTransport:
         self._admin_channel = None
         self._conn = None
         stopped = ConnectionLost(f"{self.name}: connection closed")
+        never_sent = 0
+        if conn is None:  # stopped while disconnected: nothing to lose in a close
+            self.left_undone = len(self._unconfirmed)
         self._fail_unconfirmed(stopped)
         for op in self._outbox.take_all():  # publishes that never went out: tell their owners
-            if isinstance(op, Publish) and op.on_confirm is not None:
-                op.on_confirm(stopped)
+            if isinstance(op, Publish):
+                never_sent += 1
+                if op.on_confirm is not None:
+                    op.on_confirm(stopped)
+        if self.left_undone is not None:
+            self.left_undone += never_sent
         for callback in self._on_lost:
             callback(stopped)
         self._first_attempt_done.set()

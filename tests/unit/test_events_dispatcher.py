@@ -17,9 +17,13 @@ class FakeConnection:
     def __init__(self) -> None:
         self.published: list[tuple[Any, Any]] = []
         self.declared: list[Any] = []
+        self.return_callbacks: list[Any] = []
 
     def declare(self, *entities: Any, remember: bool = True) -> None:
         self.declared.extend(entities)
+
+    def on_return(self, callback: Any) -> None:
+        self.return_callbacks.append(callback)
 
     def publish(self, message: Any, on_confirm: Any = None) -> None:
         self.published.append((message, on_confirm))
