@@ -202,7 +202,7 @@ def handshake_failed(address: BrokerAddress, exc: ssl.SSLError) -> BrokerUnreach
         )
     hint = ""
     if address.tls.certfile is None:
-        if exc.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+        if getattr(exc, "reason", None) == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
             hint = " (the broker wants a client certificate: certfile= in the broker URL)"
         elif isinstance(exc, ssl.SSLEOFError):
             # TLS 1.3 sends certificate_required after the client's Finished; a broker that
