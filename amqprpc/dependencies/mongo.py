@@ -39,6 +39,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
     raise ImportError(f"amqprpc.Mongo needs pymongo ({_missing}): pip install 'amqprpc[mongo]'") \
         from _missing
 
+from ..config import _mask_password
 from ..exceptions import ConfigError
 from ..extensions import DependencyProvider, ExcInfo
 
@@ -92,7 +93,7 @@ class Mongo(DependencyProvider):
                 f"in the config file, or AMQPRPC_{key} in the environment"
             )
         key, url = found
-        self._where = f"service {service!r}: mongo {_mask(str(url))} database {self.database!r}"
+        self._where = f"service {service!r}: mongo {_mask_password(str(url))} database {self.database!r}"
         self._open: dict[WorkerContext, tuple[Any, Any]] = {}  # worker -> (session, bound)
         options: dict[str, Any] = {"appname": service, **self.client_options}
         if "serverselectiontimeoutms" not in str(url).lower():  # options in the URL win
@@ -218,15 +219,6 @@ class Mongo(DependencyProvider):
             await bound.__aexit__(None, None, None)
         if session is not None:
             await session.end_session()
-
-
-def _mask(url: str) -> str:
-    """The URL without its password, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, hosts = rest.rpartition("@")
-    if not at:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{hosts}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -122,18 +122,7 @@ class WorkerSession(Session):
         first in the handler: then a transaction the database aborts over the duplicate
         is retried here, else that is :class:`OnceConflict`.
         """
-        row = _once_row(self.worker_ctx, key)
-        stmt = _once_insert(self.get_bind().dialect.name, row)
-        first = _starts_transaction(self)
-        self.flush()  # the handler's pending writes: their errors are theirs, not once()'s
-        for attempt in range(1, ONCE_ATTEMPTS + 1):
-            try:
-                return _inserted(self.execute(stmt))
-            except sa_exc.DBAPIError as exc:
-                if not _once_failed(exc, row, first, attempt):
-                    raise
-            self.rollback()  # only our own insert was in it
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return _once(self, self.worker_ctx, key)
 
 
 @functools.cache
@@ -147,19 +136,8 @@ def _async_session_class() -> type[AsyncSession]:
         worker_ctx: WorkerContext | None = None
 
         async def once(self, key: str | None = None) -> bool:
-            """Awaitable :meth:`WorkerSession.once`."""
-            row = _once_row(self.worker_ctx, key)
-            stmt = _once_insert(self.get_bind().dialect.name, row)
-            first = _starts_transaction(self)
-            await self.flush()
-            for attempt in range(1, ONCE_ATTEMPTS + 1):
-                try:
-                    return _inserted(await self.execute(stmt))
-                except sa_exc.DBAPIError as exc:
-                    if not _once_failed(exc, row, first, attempt):
-                        raise
-                await self.rollback()
-            raise AssertionError("unreachable: the last attempt returns or raises")
+            """Awaitable :meth:`WorkerSession.once`: the same loop, on the sync session."""
+            return await self.run_sync(_once, self.worker_ctx, key)
 
     return AsyncWorkerSession
 
@@ -358,6 +336,22 @@ class Database(DependencyProvider):
 
 
 # ---------------------------------------------------------------- once-only
+
+
+def _once(session: Session, worker_ctx: WorkerContext | None, key: str | None) -> bool:
+    """``once()`` for both session kinds: ``AsyncSession.run_sync`` runs it on its sync session."""
+    row = _once_row(worker_ctx, key)
+    stmt = _once_insert(session.get_bind().dialect.name, row)
+    first = _starts_transaction(session)
+    session.flush()  # the handler's pending writes: their errors are theirs, not once()'s
+    for attempt in range(1, ONCE_ATTEMPTS + 1):
+        try:
+            return _inserted(session.execute(stmt))
+        except sa_exc.DBAPIError as exc:
+            if not _once_failed(exc, row, first, attempt):
+                raise
+        session.rollback()  # only our own insert was in it
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _once_row(worker_ctx: WorkerContext | None, key: str | None) -> dict[str, Any]:
