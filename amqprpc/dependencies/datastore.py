@@ -20,13 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..exceptions import ConfigError
-from ..extensions import DependencyProvider, ExcInfo
-
-if TYPE_CHECKING:
-    from ..containers import WorkerContext
+from ..extensions import DependencyProvider, ExcInfo, WorkerContext
 
 __all__ = ["DatastoreProvider"]
 
