@@ -7,7 +7,7 @@ this module the caller waits out its whole timeout.
 
 Nothing is asked on the normal path. Only a call that has had no reply for ``GRACE``
 seconds makes the caller ask the broker about its service (a passive declare through
-``Transport.queue_info``, on a short-lived thread, never on the I/O thread); one question
+``Transport.queue_info(detached=True)``, on a short-lived thread, never on the I/O thread); one question
 per service is in flight at a time, shared by every call waiting on it. The answer:
 
 * consumers > 0: the service is there (a slow handler); not asked again for ``TTL`` seconds;
@@ -62,7 +62,8 @@ class Admin(Protocol):
 
     def call_soon(self, fn: Callable[[], None]) -> None: ...
 
-    def queue_info(self, queue: str, timeout: float = 5.0) -> QueueInfo | None: ...
+    def queue_info(self, queue: str, timeout: float = 5.0, *,
+                   detached: bool = False) -> QueueInfo | None: ...
 
 
 class Presence:
@@ -98,7 +99,8 @@ class Presence:
         """Ask the broker (blocking, off the I/O thread), then settle on the I/O thread."""
         info: QueueInfo | BaseException | None
         try:
-            info = self.transport.queue_info(self.queue_of(service), QUESTION_TIMEOUT)
+            info = self.transport.queue_info(self.queue_of(service), QUESTION_TIMEOUT,
+                                             detached=True)
         except Exception as exc:  # connection down, timeout: the deadline still ends the calls
             info = exc
         self.transport.call_soon(lambda: self._settle(service, asked, info, pending, fail))

@@ -35,7 +35,9 @@ class ScriptedBroker:
         self.io: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
-    def queue_info(self, queue: str, timeout: float = 5.0) -> QueueInfo | None:
+    def queue_info(self, queue: str, timeout: float = 5.0, *,
+                   detached: bool = False) -> QueueInfo | None:
+        assert detached  # never waits on the caller's I/O thread
         self.asked.append(queue)
         answer = self.answers[queue]
         if isinstance(answer, Exception):
