@@ -29,6 +29,7 @@ from .exceptions import (
     RemoteError,
     RequestError,
     RpcTimeout,
+    ServiceUnavailable,
     UnknownService,
     remote_error,
 )
@@ -72,6 +73,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py ch
     "ServiceContainer",
     "ServiceRegistry",
     "ServiceRunner",
+    "ServiceUnavailable",
     "Timer",
     "UnknownService",
     "WorkerContext",

@@ -32,6 +32,7 @@ from .exceptions import (
 )
 from .futures import settle
 from .messages import DIRECT_REPLY_TO, Context, build_request, parse_reply
+from .presence import Presence
 from .serialization import codec_named
 from .topology import reply_queue_topology, rpc_exchange
 from .transport import Delivery, Outgoing, Transport
@@ -88,6 +89,7 @@ class Caller:
         # per call, without its urandom syscall (which also hands the GIL away) on every call.
         self._id_prefix = f"{uuid.uuid4().hex}-"
         self._ids = itertools.count(1)
+        self.presence: Presence | None = Presence(connection)  # None: wait out the deadline
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""
@@ -156,6 +158,8 @@ class Caller:
         if future is None:
             _log.info("dropped a late or duplicate reply (correlation id %s)", correlation_id)
             return
+        if self.presence is not None:
+            self.presence.seen(future.service)
         try:
             result, error = parse_reply(
                 delivery.body, delivery.properties.get("content_type"), self.config.max_message_size
@@ -198,10 +202,17 @@ class Caller:
         now = time.monotonic()
         for future in [f for f in list(self._pending.values()) if f.deadline <= now]:
             self._expire(future.correlation_id)
+        if self.presence is not None:  # no consumer on a service's queue: fail its calls
+            self.presence.sweep(self._pending.values(), now, self._fail)
         with self._sweep_lock:
             keep_sweeping = self._sweeping = bool(self._pending)
         if keep_sweeping:
             self.connection.call_later(DEADLINE_SWEEP, self._sweep)
+
+    def _fail(self, correlation_id: str, error: BaseException) -> None:
+        future = self._pending.pop(correlation_id, None)
+        if future is not None:
+            settle(future, error)
 
     def _expire(self, correlation_id: str) -> None:
         future = self._pending.pop(correlation_id, None)

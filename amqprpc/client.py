@@ -30,45 +30,12 @@ from typing import Any, Generic, Self, TypeVar
 from .calls import Caller, RpcFuture
 from .config import Config
 from .messages import Context
+from .proxies import MethodProxy, ServiceProxy
 from .transport import create_transport
 
+__all__ = ["AsyncRpcClient", "ClusterRpcClient", "MethodProxy", "ServiceProxy"]
+
 T = TypeVar("T")
-
-
-class MethodProxy(Generic[T]):
-    """``proxy.method(...)`` calls; ``proxy.method.call_async(...)`` returns a future."""
-
-    def __init__(self, client: _ClientBase[T], service: str, method: str) -> None:
-        self._client = client
-        self.service = service
-        self.method = method
-
-    def __call__(self, *args: Any, _timeout: float | None = None, **kwargs: Any) -> T:
-        return self._client.call(self.service, self.method, *args, _timeout=_timeout, **kwargs)
-
-    def call_async(self, *args: Any, _timeout: float | None = None, **kwargs: Any) -> RpcFuture:
-        return self._client.call_async(
-            self.service, self.method, *args, _timeout=_timeout, **kwargs
-        )
-
-    def __repr__(self) -> str:
-        return f"<MethodProxy {self.service}.{self.method}>"
-
-
-class ServiceProxy(Generic[T]):
-    """``client.<service>``: attribute access names a method of that service."""
-
-    def __init__(self, client: _ClientBase[T], service: str) -> None:
-        self._client = client
-        self._service = service
-
-    def __getattr__(self, method: str) -> MethodProxy[T]:
-        if method.startswith("_"):
-            raise AttributeError(method)
-        return MethodProxy(self._client, self._service, method)
-
-    def __repr__(self) -> str:
-        return f"<ServiceProxy {self._service}>"
 
 
 class _ClientBase(Generic[T]):
@@ -99,8 +66,17 @@ class _ClientBase(Generic[T]):
                               owner=name)
 
     def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
-             **kwargs: Any) -> T:
+             _context: Context | None = None, **kwargs: Any) -> T:
+        """Call ``service.method``: its result (blocking client) or an awaitable for it."""
+        return self._wait(self.call_async(service, method, *args, _timeout=_timeout,
+                                          _context=_context, **kwargs))
+
+    def _wait(self, future: RpcFuture) -> T:
         raise NotImplementedError
+
+    def _send(self, service: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+              timeout: float | None) -> RpcFuture:
+        return self.call_async(service, method, *args, _timeout=timeout, **kwargs)
 
     def call_async(self, service: str, method: str, *args: Any, _timeout: float | None = None,
                    _context: Context | None = None, **kwargs: Any) -> RpcFuture:
@@ -112,7 +88,7 @@ class _ClientBase(Generic[T]):
     def __getattr__(self, service: str) -> ServiceProxy[T]:
         if service.startswith("_"):
             raise AttributeError(service)
-        return ServiceProxy(self, service)
+        return ServiceProxy(self._send, self._wait, service)
 
     @property
     def is_connected(self) -> bool:
@@ -142,10 +118,8 @@ class ClusterRpcClient(_ClientBase[Any]):
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
-             **kwargs: Any) -> Any:
-        """Call ``service.method`` and wait for its result (or its error)."""
-        return self.call_async(service, method, *args, _timeout=_timeout, **kwargs).result()
+    def _wait(self, future: RpcFuture) -> Any:
+        return future.result()
 
 
 class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
@@ -167,9 +141,5 @@ class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
                         tb: TracebackType | None) -> None:
         await self.stop()
 
-    def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
-             _context: Context | None = None, **kwargs: Any) -> Awaitable[Any]:
-        """An awaitable for ``service.method``'s result; the request is sent at once."""
-        return asyncio.wrap_future(
-            self.call_async(service, method, *args, _timeout=_timeout, _context=_context, **kwargs)
-        )
+    def _wait(self, future: RpcFuture) -> Awaitable[Any]:
+        return asyncio.wrap_future(future)  # the request is already sent

@@ -11,6 +11,7 @@ The tree::
     │   └── ConfirmTimeout              published, but not confirmed in time (also TimeoutError)
     ├── RpcTimeout                      no reply by the call's deadline (also TimeoutError)
     ├── UnknownService                  no queue is bound for the service
+    ├── ServiceUnavailable              its queue is there, but no worker consumes it
     ├── RemoteError                     the handler raised; carries the remote type and message
     └── RequestError                    the worker refused the request before running a handler
         ├── MethodNotFound              no @rpc method of that name
@@ -48,6 +49,7 @@ __all__ = [
     "RemoteError",
     "RequestError",
     "RpcTimeout",
+    "ServiceUnavailable",
     "UnknownService",
     "deserialize_error",
     "remote_error",
@@ -111,6 +113,23 @@ class UnknownService(AmqpRpcError):
         return f"unknown service: {self.service!r} (no running worker has declared its queue)"
 
 
+class ServiceUnavailable(AmqpRpcError):
+    """Raised about a second into a call when no worker consumes the service's queue.
+
+    The service ran once (its durable queue ``rpc-<service>`` is still there) but nothing
+    consumes it now, so the call would only wait out its timeout (see ``amqprpc.presence``).
+    The request stays queued until its deadline: a worker that starts meanwhile may still
+    run it, as after an ``RpcTimeout``.
+    """
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self.service = service
+
+    def __str__(self) -> str:
+        return f"service {self.service!r} is not running: no worker consumes its queue"
+
+
 class RemoteError(AmqpRpcError):
     """Raised by a caller when the remote handler raised a type not on the allow-list."""
 
@@ -156,6 +175,7 @@ _BUILTIN_BY_NAME: dict[str, type[AmqpRpcError]] = {
     "IncorrectSignature": IncorrectSignature,
     "MalformedRequest": MalformedRequest,
     "UnknownService": UnknownService,
+    "ServiceUnavailable": ServiceUnavailable,
 }
 for _cls in _BUILTIN_BY_NAME.values():
     remote_error(_cls)

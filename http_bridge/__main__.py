@@ -47,8 +47,7 @@ def _serve(argv: list[str]) -> int:
 
     config = Config.load(args.config, broker_url=args.broker)
     settings = BridgeSettings.from_config(config, host=args.host, port=args.port, workers=args.workers)
-    serve(config, settings)
-    return 0
+    return serve(config, settings)
 
 
 def _new_key(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ and ``amqprpc bridge token`` make credentials for it (``credential_commands``, t
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
@@ -56,4 +57,4 @@ def bridge(ctx: click.Context, broker_url: str | None, config_path: str | None, 
                         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
     config = _build_config(config_path, broker_url=broker_url)
     settings = _friendly(lambda: BridgeSettings.from_config(config, host=host, port=port, workers=workers))
-    _friendly(lambda: serve(config, settings))
+    sys.exit(_friendly(lambda: serve(config, settings)))

@@ -30,6 +30,7 @@ from amqprpc import (
     MethodNotFound,
     RemoteError,
     RpcTimeout,
+    ServiceUnavailable,
     UnknownService,
 )
 
@@ -73,6 +74,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str, str | None], ...] = (
     (IncorrectSignature, 400, "incorrect_signature", None),
     (MalformedRequest, 400, "malformed_request", None),
     (UnknownService, 503, "service_unavailable", "no running instance of the service"),
+    (ServiceUnavailable, 503, "service_unavailable", "no running instance of the service"),
     (ConnectionLost, 503, "connection_lost",
      "the bridge lost its broker connection during the call; it may or may not have run"),
     (BrokerError, 503, "broker_unavailable", "the message broker is not reachable"),

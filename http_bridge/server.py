@@ -12,8 +12,8 @@ their own deadline in the gateway; idle keep-alive connections close after
 
 With ``workers`` > 1 the parent forks that many children, each with its own app, broker
 connections and listening socket bound with SO_REUSEPORT (the kernel spreads connections
-across them); SIGTERM/SIGINT to the parent stops them all, and a child that dies is
-restarted.
+across them), supervised by amqprpc's own prefork supervisor: SIGTERM/SIGINT to the
+parent stops them all, and a child that dies is restarted with backoff.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import os
 import re
 import signal
 import socket
-import time
 from typing import Any
 
 from aiohttp import web
 
 from amqprpc import Config
+from amqprpc.supervisor import Supervisor
 
 from .app import CONNECTIONS, create_app
 from .settings import BridgeSettings
@@ -169,61 +169,23 @@ async def _serve_forever(config: Config, settings: BridgeSettings, reuse_port: b
         await server.wait_closed()
 
 
-def serve(config: Config, settings: BridgeSettings) -> None:
-    """Run the bridge until SIGTERM/SIGINT; forks ``settings.workers`` processes if > 1."""
+def serve(config: Config, settings: BridgeSettings) -> int:
+    """Run the bridge until SIGTERM/SIGINT and return the exit code.
+
+    With ``settings.workers`` > 1, amqprpc's prefork :class:`~amqprpc.supervisor.Supervisor`
+    (the one ``amqprpc run --workers`` uses) forks that many children: each child runs in
+    its own process group with a parent-death signal, one that dies is restarted with
+    capped exponential backoff, and SIGTERM/SIGINT stops them all.
+    """
     if settings.workers == 1:
         asyncio.run(_serve_forever(config, settings, reuse_port=False))
-        return
+        return 0
     if not hasattr(socket, "SO_REUSEPORT"):
         raise OSError("--workers > 1 needs SO_REUSEPORT, which this platform lacks")
-    _supervise(config, settings)
 
+    def child(index: int) -> int:  # its own loop, app and broker connections
+        asyncio.run(_serve_forever(config, settings, reuse_port=True))
+        return 0
 
-def _supervise(config: Config, settings: BridgeSettings) -> None:
-    children: dict[int, int] = {}  # pid -> slot
-    stopping = False
-
-    def spawn(slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: its own loop, app and connections
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, signal.SIG_DFL)
-            code = 0
-            try:
-                asyncio.run(_serve_forever(config, settings, reuse_port=True))
-            except BaseException:
-                _log.exception("bridge worker %d failed", os.getpid())
-                code = 1
-            os._exit(code)
-        children[pid] = slot
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for slot in range(settings.workers):
-        spawn(slot)
     _log.info("http bridge: %d workers on %s:%d", settings.workers, settings.host, settings.port)
-    last_restart = 0.0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        slot = children.pop(pid, None)
-        if slot is None or stopping:
-            continue
-        _log.warning("bridge worker %d exited (status %d); restarting it", pid, status)
-        if time.monotonic() - last_restart < 1.0:
-            time.sleep(1.0)  # a worker that dies at start must not fork-bomb the machine
-        last_restart = time.monotonic()
-        spawn(slot)
+    return Supervisor(settings.workers, child).run()

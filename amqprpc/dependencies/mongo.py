@@ -1,6 +1,7 @@
 """``Mongo("dbname")``: a pymongo database handle per call, optionally in a transaction.
 
-Ownership, in the lifecycle vocabulary of ``extensions``:
+Ownership, in the lifecycle vocabulary of ``extensions`` (the shape every
+:class:`~amqprpc.dependencies.datastore.DatastoreProvider` has):
 
 * **container** (``setup`` -> ``stop``/``kill``): one ``MongoClient`` per worker process
   and service (it pools its own connections and monitors the servers). ``setup`` pings
@@ -26,7 +27,6 @@ the call is kept and the caller may retry.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -39,8 +39,9 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
     raise ImportError(f"amqprpc.Mongo needs pymongo ({_missing}): pip install 'amqprpc[mongo]'") \
         from _missing
 
+from ..config import _mask_password
 from ..exceptions import ConfigError
-from ..extensions import DependencyProvider, ExcInfo
+from .datastore import DatastoreProvider
 
 if TYPE_CHECKING:
     from ..extensions import WorkerContext
@@ -53,13 +54,15 @@ URL_SETTING = "MONGO_URL"
 SERVER_SELECTION_TIMEOUT_MS = 5000
 
 
-class Mongo(DependencyProvider):
+class Mongo(DatastoreProvider[tuple[Any, Any]]):
     """Inject the MongoDB database ``database``: ``self.mongo.users.insert_one(...)``.
 
     The URL is the config setting ``<SERVICE>_MONGO_URL``, else ``MONGO_URL``
     (``setting`` renames it). ``client_options`` go to ``MongoClient`` (pool size,
     timeouts, TLS...). ``transaction=True`` wraps each call in a transaction.
     """
+
+    what = "MongoDB URL"
 
     def __init__(
         self,
@@ -81,43 +84,30 @@ class Mongo(DependencyProvider):
 
     # ------------------------------------------------------------ container lifetime
 
-    def setup(self) -> None:
-        container = self.container
-        service = container.service_name
-        found = container.config.service_setting(service, self.setting)
-        if found is None:
-            key = f"{service}_{self.setting}".replace("-", "_").upper()
-            raise ConfigError(
-                f"service {service!r}: no MongoDB URL; set {key} or {self.setting.upper()} "
-                f"in the config file, or AMQPRPC_{key} in the environment"
-            )
-        key, url = found
-        self._where = f"service {service!r}: mongo {_mask(str(url))} database {self.database!r}"
-        self._open: dict[WorkerContext, tuple[Any, Any]] = {}  # worker -> (session, bound)
+    def open_clients(self, key: str, url: Any) -> None:
+        service = self.container.service_name
+        self._where = f"service {service!r}: mongo {_mask_password(str(url))} database {self.database!r}"
         options: dict[str, Any] = {"appname": service, **self.client_options}
         if "serverselectiontimeoutms" not in str(url).lower():  # options in the URL win
             # pymongo waits 30 s by default: too long for a worker that cannot start.
             options.setdefault("serverSelectionTimeoutMS", SERVER_SELECTION_TIMEOUT_MS)
-        kinds = {entrypoint.is_async for entrypoint in container.entrypoints}
+        sync, async_ = self.handler_kinds()
         try:
-            if False in kinds:
+            if sync:
                 self.client = pymongo.MongoClient(str(url), **options)
                 self.db = self.client.get_database(self.database, **self._in_transaction())
                 self.client.admin.command("ping")
-            if True in kinds:
+            if async_:
                 self._setup_async(str(url), options)
         except (ConfigurationError, InvalidName, ValueError, TypeError) as exc:
-            self._close_quietly()
+            self.close_clients()
             raise ConfigError(f"{self._where}: invalid {key}: {exc}") from None
         except PyMongoError as exc:
-            self._close_quietly()
+            self.close_clients()
             raise ConfigError(f"{self._where}: cannot connect: {_one_line(exc)}") from None
 
     def _setup_async(self, url: str, options: dict[str, Any]) -> None:
         from pymongo import AsyncMongoClient
-
-        loop = self.container.loop
-        assert loop is not None, "a service with async handlers has a loop"
 
         async def connect() -> None:
             # Created on the loop that will use it.
@@ -125,7 +115,7 @@ class Mongo(DependencyProvider):
             self.async_db = self.async_client.get_database(self.database, **self._in_transaction())
             await self.async_client.admin.command("ping")
 
-        asyncio.run_coroutine_threadsafe(connect(), loop).result()
+        self.on_loop(connect())
 
     def _in_transaction(self) -> dict[str, Any]:
         """Options for the handle a transactional handler gets: no write concern of its own.
@@ -138,13 +128,7 @@ class Mongo(DependencyProvider):
         """
         return {"write_concern": WriteConcern()} if self.transaction else {}
 
-    def stop(self) -> None:
-        self._close_quietly()
-
-    def kill(self) -> None:
-        self._close_quietly()
-
-    def _close_quietly(self) -> None:
+    def close_clients(self) -> None:
         if self.client is not None:
             try:
                 self.client.close()
@@ -153,14 +137,9 @@ class Mongo(DependencyProvider):
             self.client = None
         if self.async_client is not None:
             client, self.async_client = self.async_client, None
-            loop = self.container.loop
-            if loop is not None and loop.is_running():
-                try:
-                    asyncio.run_coroutine_threadsafe(client.close(), loop).result(10)
-                except Exception:
-                    _log.warning("%s: error closing the async client", self._where, exc_info=True)
+            self.close_on_loop(client.close(), "async client")
 
-    # ------------------------------------------------------------ per call
+    # ------------------------------------------------------------ per call: (session, bound)
 
     def get_dependency(self, worker_ctx: WorkerContext) -> Any:
         return self.async_db if worker_ctx.entrypoint.is_async else self.db
@@ -170,63 +149,49 @@ class Mongo(DependencyProvider):
             return
         assert self.client is not None
         session = self.client.start_session()
-        self._open[worker_ctx] = (session, None)
+        self.track(worker_ctx, (session, None))
         session.start_transaction()
         bound = session.bind(end_session=False)
         bound.__enter__()
-        self._open[worker_ctx] = (session, bound)
-
-    def worker_result(self, worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
-        session, _ = self._open.get(worker_ctx, (None, None))
-        if session is None or not session.in_transaction:
-            return
-        if exc_info is None:
-            session.commit_transaction()
-        else:
-            session.abort_transaction()
-
-    def worker_teardown(self, worker_ctx: WorkerContext) -> None:
-        session, bound = self._open.pop(worker_ctx, (None, None))
-        if bound is not None:
-            bound.__exit__(None, None, None)
-        if session is not None:
-            session.end_session()  # aborts a transaction still open
+        self.track(worker_ctx, (session, bound))
 
     async def worker_setup_async(self, worker_ctx: WorkerContext) -> None:
         if not self.transaction:
             return
         session = self.async_client.start_session()
-        self._open[worker_ctx] = (session, None)
+        self.track(worker_ctx, (session, None))
         await session.start_transaction()
         bound = session.bind(end_session=False)
         await bound.__aenter__()
-        self._open[worker_ctx] = (session, bound)
+        self.track(worker_ctx, (session, bound))
 
-    async def worker_result_async(self, worker_ctx: WorkerContext, result: Any,
-                                  exc_info: ExcInfo) -> None:
-        session, _ = self._open.get(worker_ctx, (None, None))
-        if session is None or not session.in_transaction:
-            return
-        if exc_info is None:
-            await session.commit_transaction()
-        else:
-            await session.abort_transaction()
+    def commit(self, unit: tuple[Any, Any]) -> None:
+        if unit[0].in_transaction:
+            unit[0].commit_transaction()
 
-    async def worker_teardown_async(self, worker_ctx: WorkerContext) -> None:
-        session, bound = self._open.pop(worker_ctx, (None, None))
+    def rollback(self, unit: tuple[Any, Any]) -> None:
+        if unit[0].in_transaction:
+            unit[0].abort_transaction()
+
+    def close(self, unit: tuple[Any, Any]) -> None:
+        session, bound = unit
+        if bound is not None:
+            bound.__exit__(None, None, None)
+        session.end_session()  # aborts a transaction still open
+
+    async def commit_async(self, unit: tuple[Any, Any]) -> None:
+        if unit[0].in_transaction:
+            await unit[0].commit_transaction()
+
+    async def rollback_async(self, unit: tuple[Any, Any]) -> None:
+        if unit[0].in_transaction:
+            await unit[0].abort_transaction()
+
+    async def close_async(self, unit: tuple[Any, Any]) -> None:
+        session, bound = unit
         if bound is not None:
             await bound.__aexit__(None, None, None)
-        if session is not None:
-            await session.end_session()
-
-
-def _mask(url: str) -> str:
-    """The URL without its password, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, hosts = rest.rpartition("@")
-    if not at:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{hosts}"
+        await session.end_session()
 
 
 def _one_line(exc: BaseException) -> str:

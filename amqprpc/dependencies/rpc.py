@@ -13,6 +13,7 @@ from typing import Any
 
 from ..calls import Caller, RpcFuture, remaining_timeout
 from ..extensions import DependencyProvider, WorkerContext
+from ..proxies import ServiceProxy, Wait
 
 
 class RpcProxy(DependencyProvider):
@@ -35,8 +36,16 @@ class RpcProxy(DependencyProvider):
             key, lambda: _CallerExtension(self.direct_reply_to)
         ).caller
 
-    def get_dependency(self, worker_ctx: WorkerContext) -> _WorkerServiceProxy:
-        return _WorkerServiceProxy(self, worker_ctx)
+    def get_dependency(self, worker_ctx: WorkerContext) -> ServiceProxy[Any]:
+        """What a handler sees: ``proxy.method(...)`` (awaitable in an ``async def`` handler)
+        and ``proxy.method.call_async(...)``, sent with this worker's context and deadline."""
+
+        def send(service: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 timeout: float | None) -> RpcFuture:
+            return self.call_async(worker_ctx, method, args, kwargs, timeout)
+
+        wait: Wait[Any] = asyncio.wrap_future if worker_ctx.entrypoint.is_async else RpcFuture.result
+        return ServiceProxy(send, wait, self.service)
 
     def call_async(self, worker_ctx: WorkerContext, method: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], timeout: float | None) -> RpcFuture:
@@ -59,32 +68,3 @@ class _CallerExtension(DependencyProvider):
         container = self.container
         self.caller = Caller(container.connection, container.config,
                              direct_reply_to=self.direct_reply_to, owner=container.service_name)
-
-
-class _WorkerServiceProxy:
-    """What a handler sees: ``proxy.method(...)`` and ``proxy.method.call_async(...)``."""
-
-    def __init__(self, provider: RpcProxy, worker_ctx: WorkerContext) -> None:
-        self._provider = provider
-        self._worker_ctx = worker_ctx
-
-    def __getattr__(self, method: str) -> _WorkerMethodProxy:
-        if method.startswith("_"):
-            raise AttributeError(method)
-        return _WorkerMethodProxy(self._provider, self._worker_ctx, method)
-
-
-class _WorkerMethodProxy:
-    def __init__(self, provider: RpcProxy, worker_ctx: WorkerContext, method: str) -> None:
-        self._provider = provider
-        self._worker_ctx = worker_ctx
-        self._method = method
-
-    def call_async(self, *args: Any, _timeout: float | None = None, **kwargs: Any) -> RpcFuture:
-        return self._provider.call_async(self._worker_ctx, self._method, args, kwargs, _timeout)
-
-    def __call__(self, *args: Any, _timeout: float | None = None, **kwargs: Any) -> Any:
-        future = self.call_async(*args, _timeout=_timeout, **kwargs)
-        if self._worker_ctx.entrypoint.is_async:
-            return asyncio.wrap_future(future)
-        return future.result()

@@ -1,6 +1,7 @@
 """``Database(Base)``: a SQLAlchemy session per call, committed when the handler returns.
 
-Ownership, in the lifecycle vocabulary of ``extensions``:
+Ownership, in the lifecycle vocabulary of ``extensions`` (the shape every
+:class:`~amqprpc.dependencies.datastore.DatastoreProvider` has):
 
 * **container** (``setup`` -> ``stop``/``kill``): one engine per worker process and
   service, pooled, with ``pool_pre_ping`` so a connection the server dropped (restart,
@@ -31,7 +32,6 @@ docs/databases.md ("Duplicates and once()").
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import logging
@@ -49,7 +49,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
     ) from _missing
 
 from ..exceptions import AmqpRpcError, ConfigError
-from ..extensions import DependencyProvider, ExcInfo
+from .datastore import DatastoreProvider
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -122,18 +122,7 @@ class WorkerSession(Session):
         first in the handler: then a transaction the database aborts over the duplicate
         is retried here, else that is :class:`OnceConflict`.
         """
-        row = _once_row(self.worker_ctx, key)
-        stmt = _once_insert(self.get_bind().dialect.name, row)
-        first = _starts_transaction(self)
-        self.flush()  # the handler's pending writes: their errors are theirs, not once()'s
-        for attempt in range(1, ONCE_ATTEMPTS + 1):
-            try:
-                return _inserted(self.execute(stmt))
-            except sa_exc.DBAPIError as exc:
-                if not _once_failed(exc, row, first, attempt):
-                    raise
-            self.rollback()  # only our own insert was in it
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return _once(self, self.worker_ctx, key)
 
 
 @functools.cache
@@ -147,24 +136,13 @@ def _async_session_class() -> type[AsyncSession]:
         worker_ctx: WorkerContext | None = None
 
         async def once(self, key: str | None = None) -> bool:
-            """Awaitable :meth:`WorkerSession.once`."""
-            row = _once_row(self.worker_ctx, key)
-            stmt = _once_insert(self.get_bind().dialect.name, row)
-            first = _starts_transaction(self)
-            await self.flush()
-            for attempt in range(1, ONCE_ATTEMPTS + 1):
-                try:
-                    return _inserted(await self.execute(stmt))
-                except sa_exc.DBAPIError as exc:
-                    if not _once_failed(exc, row, first, attempt):
-                        raise
-                await self.rollback()
-            raise AssertionError("unreachable: the last attempt returns or raises")
+            """Awaitable :meth:`WorkerSession.once`: the same loop, on the sync session."""
+            return await self.run_sync(_once, self.worker_ctx, key)
 
     return AsyncWorkerSession
 
 
-class Database(DependencyProvider):
+class Database(DatastoreProvider[Any]):
     """Inject a SQLAlchemy session per call: ``self.db.add(Order(...))``.
 
     ``base``: the declarative base (or a ``MetaData``) of the service's tables; with
@@ -175,6 +153,8 @@ class Database(DependencyProvider):
     (``setting`` renames it), from the config file or ``AMQPRPC_*`` environment.
     ``engine_options`` go to ``create_engine`` (pool size, echo, connect_args...).
     """
+
+    what = "database URL"
 
     def __init__(
         self,
@@ -196,39 +176,29 @@ class Database(DependencyProvider):
 
     # ------------------------------------------------------------ container lifetime
 
-    def setup(self) -> None:
-        container = self.container
-        service = container.service_name
-        found = container.config.service_setting(service, self.setting)
-        if found is None:
-            key = f"{service}_{self.setting}".replace("-", "_").upper()
-            raise ConfigError(
-                f"service {service!r}: no database URL; set {key} or {self.setting.upper()} "
-                f"in the config file, or AMQPRPC_{key} in the environment"
-            )
-        key, raw = found
+    def open_clients(self, key: str, raw: Any) -> None:
+        service = self.container.service_name
         try:
             url = make_url(str(raw))
         except sa_exc.ArgumentError:
             raise ConfigError(f"service {service!r}: {key} is not a database URL: {raw!r}") from None
         self.url = url
-        self._open: dict[WorkerContext, Any] = {}  # worker -> its session, until teardown
         self._where = f"service {service!r}: database {url.render_as_string(hide_password=True)}"
-        kinds = {entrypoint.is_async for entrypoint in container.entrypoints}
+        sync, async_ = self.handler_kinds()
         try:
-            if False in kinds:
+            if sync:
                 self.engine = self._create_engine(url, async_=False)
                 self._sessions = sessionmaker(self.engine, class_=WorkerSession,
                                               expire_on_commit=False)
                 with self.engine.connect() as connection:
                     self._prepare_schema(connection)
-            if True in kinds:
+            if async_:
                 self._setup_async(url)
         except ConfigError:
-            self._dispose_quietly()
+            self.close_clients()
             raise
         except Exception as exc:
-            self._dispose_quietly()
+            self.close_clients()
             raise ConfigError(f"{self._where}: cannot connect: {_reason(exc)}") from exc
 
     def _setup_async(self, url: URL) -> None:
@@ -237,8 +207,6 @@ class Database(DependencyProvider):
         except ImportError as exc:
             raise ConfigError(f"{self._where}: async handlers need SQLAlchemy's asyncio support "
                               f"({exc}): pip install 'amqprpc[sql]'") from None
-        loop = self.container.loop
-        assert loop is not None, "a service with async handlers has a loop"
         self.async_engine = self._create_engine(url, async_=True, factory=create_async_engine)
         self._async_sessions = async_sessionmaker(self.async_engine, class_=_async_session_class(),
                                                   expire_on_commit=False)
@@ -248,7 +216,7 @@ class Database(DependencyProvider):
             async with self.async_engine.connect() as connection:
                 await connection.run_sync(self._prepare_schema)
 
-        asyncio.run_coroutine_threadsafe(check(), loop).result()
+        self.on_loop(check())
 
     def _create_engine(self, url: URL, async_: bool, factory: Any = sa.create_engine) -> Any:
         url = _with_driver(url, async_)
@@ -295,14 +263,8 @@ class Database(DependencyProvider):
                 if attempt == attempts:
                     raise
 
-    def stop(self) -> None:
+    def close_clients(self) -> None:
         """Close every pooled connection (in-flight calls have finished by now)."""
-        self._dispose_quietly()
-
-    def kill(self) -> None:
-        self._dispose_quietly()
-
-    def _dispose_quietly(self) -> None:
         if self.engine is not None:
             try:
                 self.engine.dispose()
@@ -310,13 +272,8 @@ class Database(DependencyProvider):
                 _log.warning("%s: error closing the engine", self._where, exc_info=True)
             self.engine = None
         if self.async_engine is not None:
-            loop = self.container.loop
             engine, self.async_engine = self.async_engine, None
-            if loop is not None and loop.is_running():
-                try:
-                    asyncio.run_coroutine_threadsafe(engine.dispose(), loop).result(10)
-                except Exception:
-                    _log.warning("%s: error closing the async engine", self._where, exc_info=True)
+            self.close_on_loop(engine.dispose(), "async engine")
 
     # ------------------------------------------------------------ per call
 
@@ -324,40 +281,45 @@ class Database(DependencyProvider):
         factory = self._async_sessions if worker_ctx.entrypoint.is_async else self._sessions
         session = factory()
         session.worker_ctx = worker_ctx  # type: ignore[union-attr]
-        self._open[worker_ctx] = session
+        self.track(worker_ctx, session)
         return session
 
-    def worker_result(self, worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
-        session = self._open.get(worker_ctx)
-        if session is None:  # setup failed before this dependency was injected
-            return
-        if exc_info is None:
-            session.commit()
-        else:
-            session.rollback()
+    def commit(self, unit: Session) -> None:
+        unit.commit()
 
-    def worker_teardown(self, worker_ctx: WorkerContext) -> None:
-        session = self._open.pop(worker_ctx, None)
-        if session is not None:
-            session.close()
+    def rollback(self, unit: Session) -> None:
+        unit.rollback()
 
-    async def worker_result_async(self, worker_ctx: WorkerContext, result: Any,
-                                  exc_info: ExcInfo) -> None:
-        session = self._open.get(worker_ctx)
-        if session is None:
-            return
-        if exc_info is None:
-            await session.commit()
-        else:
-            await session.rollback()
+    def close(self, unit: Session) -> None:
+        unit.close()
 
-    async def worker_teardown_async(self, worker_ctx: WorkerContext) -> None:
-        session = self._open.pop(worker_ctx, None)
-        if session is not None:
-            await session.close()
+    async def commit_async(self, unit: AsyncSession) -> None:
+        await unit.commit()
+
+    async def rollback_async(self, unit: AsyncSession) -> None:
+        await unit.rollback()
+
+    async def close_async(self, unit: AsyncSession) -> None:
+        await unit.close()
 
 
 # ---------------------------------------------------------------- once-only
+
+
+def _once(session: Session, worker_ctx: WorkerContext | None, key: str | None) -> bool:
+    """``once()`` for both session kinds: ``AsyncSession.run_sync`` runs it on its sync session."""
+    row = _once_row(worker_ctx, key)
+    stmt = _once_insert(session.get_bind().dialect.name, row)
+    first = _starts_transaction(session)
+    session.flush()  # the handler's pending writes: their errors are theirs, not once()'s
+    for attempt in range(1, ONCE_ATTEMPTS + 1):
+        try:
+            return _inserted(session.execute(stmt))
+        except sa_exc.DBAPIError as exc:
+            if not _once_failed(exc, row, first, attempt):
+                raise
+        session.rollback()  # only our own insert was in it
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _once_row(worker_ctx: WorkerContext | None, key: str | None) -> dict[str, Any]:

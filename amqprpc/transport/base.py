@@ -215,8 +215,14 @@ class Transport(Protocol):
 
     # ------------------------------------------------------------ admin (not the I/O thread)
 
-    def queue_info(self, queue: str, timeout: float = 5.0) -> QueueInfo | None:
-        """Counts of ``queue`` by a passive declare; None when it does not exist."""
+    def queue_info(self, queue: str, timeout: float = 5.0, *,
+                   detached: bool = False) -> QueueInfo | None:
+        """Counts of ``queue`` by a passive declare; None when it does not exist.
+
+        ``detached=True`` asks without this transport's I/O thread (on a short connection of
+        its own, for RabbitMQ), so a stalled broker never delays the I/O thread's deadlines
+        and heartbeats; it is not ordered after what this thread queued before it.
+        """
 
     def get(self, queue: str, timeout: float = 5.0) -> Delivery | None:
         """Take one message (to ack or reject like any delivery), or None when empty."""

@@ -305,7 +305,10 @@ class MemoryTransport:
 
     # ---------------------------------------------------------------- admin
 
-    def queue_info(self, queue: str, timeout: float = 5.0) -> QueueInfo | None:
+    def queue_info(self, queue: str, timeout: float = 5.0, *,
+                   detached: bool = False) -> QueueInfo | None:
+        """See ``Transport.queue_info``; this I/O thread never waits for a broker, so
+        ``detached`` changes nothing."""
         info: QueueInfo | None = self._admin(lambda s: self.broker.queue_info(s, queue), timeout)
         return info
 

@@ -420,7 +420,11 @@ class AmqpTransport:
 
     # ---------------------------------------------------------------- admin (not the I/O thread)
 
-    def queue_info(self, queue: str, timeout: float = 5.0) -> QueueInfo | None:
+    def queue_info(self, queue: str, timeout: float = 5.0, *,
+                   detached: bool = False) -> QueueInfo | None:
+        if detached:  # py-amqp waits for the answer without a deadline: not on the I/O thread
+            return _queue_info_detached(self.address, queue, timeout, self.name)
+
         def passive() -> QueueInfo | None:
             try:
                 ok = self._admin().queue_declare(queue, passive=True)
@@ -977,6 +981,32 @@ def can_log_in(address: BrokerAddress, vhost: str, timeout: float = 3.0) -> bool
     except Exception:
         pass
     return True
+
+
+def _queue_info_detached(address: BrokerAddress, queue: str, timeout: float,
+                         name: str) -> QueueInfo | None:
+    """``queue_info`` on a short connection of its own, from the calling thread: a broker
+    that stalls holds only this thread (bounded by ``timeout``), never a transport's."""
+    conn = amqp.Connection(
+        host=f"{address.host}:{address.port}", userid=address.userid,
+        password=address.password, virtual_host=address.virtual_host,
+        ssl=ssl_options(address), login_method=login_method(address), heartbeat=0,
+        connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
+        client_properties={"connection_name": f"{name}-admin", "product": "amqprpc"},
+    )
+    try:
+        conn.connect()
+        _, messages, consumers = conn.channel().queue_declare(queue, passive=True)
+        return QueueInfo(queue, int(messages), int(consumers))
+    except amqp.exceptions.NotFound:
+        return None
+    except _RECOVERABLE as exc:
+        raise ConnectionLost(f"{name}: could not ask about queue {queue!r}: {exc}") from exc
+    finally:
+        try:
+            conn.close()
+        except _RECOVERABLE:
+            conn.collect()
 
 
 def has_buffered_input(conn: amqp.Connection) -> bool:

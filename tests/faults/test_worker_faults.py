@@ -23,6 +23,7 @@ from amqprpc import (
     ConnectionLost,
     RpcTimeout,
     ServiceContainer,
+    ServiceUnavailable,
     UnknownService,
     rpc,
 )
@@ -124,8 +125,8 @@ def serves_again(client: ClusterRpcClient, name: str, timeout: float = 40.0) -> 
     def answered() -> bool:
         try:
             return client.call(name, "echo", "ping", _timeout=2) == "ping"
-        except (RpcTimeout, ConnectionLost, UnknownService):
-            return False  # UnknownService: the worker has not re-declared its queue yet
+        except (RpcTimeout, ConnectionLost, UnknownService, ServiceUnavailable):
+            return False  # the worker has not re-declared (or consumed) its queue yet
 
     wait_until(answered, f"{name} to serve again", timeout=timeout)
 

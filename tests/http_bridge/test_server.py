@@ -1,13 +1,23 @@
-"""The header deadline against slow clients (slowloris), on a real socket."""
+"""The server: the header deadline against slow clients (slowloris), on a real socket, and
+``--workers N`` under amqprpc's supervisor."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import time
+
+import pytest
 
 from amqprpc import Config
 from http_bridge import BridgeSettings, create_app
 from http_bridge.server import HeaderTracker, start_server
+from tests.waiting import wait_until
 
 from .support import FakeRpc
 
@@ -69,3 +79,53 @@ def test_slow_headers_are_cut_and_normal_clients_still_served(fed_registry):
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+def _children(pid: int) -> set[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(child) for child in found.stdout.split()}
+
+
+def _serving(log_path, pid: int) -> bool:
+    """Whether worker ``pid`` logged that it listens (its signal handlers are installed)."""
+    return re.search(rf"listening on .* \(pid {pid}\)$", log_path.read_text(), re.MULTILINE) is not None
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_workers_are_restarted_with_backoff_after_a_kill(amqp_uri, tmp_path):
+    """`--workers 2` runs amqprpc's Supervisor: a killed child comes back, later each time."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = tmp_path / "bridge.log"
+    env = {**os.environ, "AMQPRPC_BROKER_URL": amqp_uri}
+    with log_path.open("w") as log:  # a file, not a pipe: a full pipe would block the bridge
+        process = subprocess.Popen(
+            [sys.executable, "-m", "http_bridge", "--port", str(port), "--workers", "2",
+             "--log-level", "INFO"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        pids = wait_until(lambda: len(_children(process.pid)) == 2 and _children(process.pid),
+                          "two bridge workers", timeout=30)
+        wait_until(lambda: all(_serving(log_path, pid) for pid in pids), "both workers serving",
+                   timeout=30)
+        victim = min(pids)
+        for attempt, backoff in enumerate(("0.5s", "1.0s"), start=1):  # the same slot twice
+            os.kill(victim, signal.SIGKILL)
+            before = pids
+            pids = wait_until(lambda v=victim: (now := _children(process.pid)) and len(now) == 2
+                              and v not in now and now, f"a replacement for worker {victim}",
+                              timeout=30)
+            (victim,) = pids - before
+            wait_until(lambda v=victim: _serving(log_path, v), f"worker {victim} serving",
+                       timeout=30)  # a SIGTERM before its handler is installed is not a clean stop
+            restarts = re.findall(r"exited with -9 after [\d.]+s; restarting in ([\d.]+s)",
+                                  log_path.read_text())
+            assert len(restarts) == attempt and restarts[-1] == backoff  # doubled: backoff
+        assert all(os.getpgid(pid) == pid for pid in pids)  # each leads its own process group
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

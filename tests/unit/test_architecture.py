@@ -40,6 +40,8 @@ LAYERS = (
           "and the Container protocol through which extensions see their container."),
     Layer(("client", "dlq"), "Programs on the bus that are not services: the RPC clients, the "
           "dead-letter tool.", independent=True),
+    Layer(("proxies",), "`caller.<service>.<method>(...)`: the one proxy tree the clients and "
+          "RpcProxy build on a send and a wait callable."),
     Layer(("calls", "publisher"), "Sending: calls awaiting replies, events awaiting confirms.",
           independent=True),
     Layer(("topology", "dead_letters", "presence"), "Names and shapes on the broker: exchanges, "
@@ -53,8 +55,9 @@ LAYERS = (
 )
 
 # What http_bridge may import of amqprpc: the public API, the descriptor API, the CLI's
-# helpers for its `amqprpc bridge` command.
-BRIDGE_MAY_IMPORT = {"amqprpc", "amqprpc.discovery", "amqprpc.cli"}
+# helpers for its `amqprpc bridge` command, and the prefork supervisor (`--workers N` runs
+# the same one as `amqprpc run --workers N`).
+BRIDGE_MAY_IMPORT = {"amqprpc", "amqprpc.discovery", "amqprpc.cli", "amqprpc.supervisor"}
 
 
 @pytest.fixture(scope="module")
