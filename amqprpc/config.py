@@ -113,7 +113,7 @@ class Config(Mapping[str, Any]):
     def as_dict(self) -> dict[str, Any]:
         """Every setting, for ``amqprpc config``; the broker password is masked."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        data["broker_url"] = _mask_password(self.broker_url)
+        data["broker_url"] = mask_password(self.broker_url)
         if self.discovery_key:
             data["discovery_key"] = "***"
         data["extra"] = dict(self.extra)
@@ -192,7 +192,8 @@ def _merge(
             raise ConfigError(f"{name} from {source} must be {kind.__name__}: {value!r}")
 
 
-def _mask_password(urls: str) -> str:
+def mask_password(urls: str) -> str:
+    """``urls`` (``;``-separated) with each password as ``***``: for logs and printed config."""
     return ";".join(_mask_one_password(url) for url in urls.split(";"))
 
 

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from amqprpc.config import mask_password
+
 from . import procstat, report, venvs
 from .runner import REPO, Bench, BenchError, broker_info
 from .systems import BY_NAME as SYSTEMS
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.strftime("%Y-%m-%d %H:%M:%S"),
         "options": {"rounds": args.rounds, "duration": args.duration, "quick": args.quick,
                     "only": args.only, "systems": allowed},
-        "broker_url": _mask(args.broker),
+        "broker_url": mask_password(args.broker),
         "machine": procstat.machine(),
         "uptime_before": _uptime(),
         "workloads": {},
@@ -222,12 +224,6 @@ def _now() -> datetime.datetime:
 
 def _uptime() -> str:
     return procstat.tool_version(["uptime"]) or "?"
-
-
-def _mask(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}://{credentials.split(':')[0]}:***@{host}" if at else url
 
 
 if __name__ == "__main__":

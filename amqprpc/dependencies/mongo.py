@@ -39,7 +39,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
     raise ImportError(f"amqprpc.Mongo needs pymongo ({_missing}): pip install 'amqprpc[mongo]'") \
         from _missing
 
-from ..config import _mask_password
+from ..config import mask_password
 from ..exceptions import ConfigError
 from .datastore import DatastoreProvider
 
@@ -86,7 +86,7 @@ class Mongo(DatastoreProvider[tuple[Any, Any]]):
 
     def open_clients(self, key: str, url: Any) -> None:
         service = self.container.service_name
-        self._where = f"service {service!r}: mongo {_mask_password(str(url))} database {self.database!r}"
+        self._where = f"service {service!r}: mongo {mask_password(str(url))} database {self.database!r}"
         options: dict[str, Any] = {"appname": service, **self.client_options}
         if "serverselectiontimeoutms" not in str(url).lower():  # options in the URL win
             # pymongo waits 30 s by default: too long for a worker that cannot start.
