@@ -127,6 +127,17 @@ ReturnCallback = Callable[[Outgoing, str], None]
 LostCallback = Callable[[BaseException], None]
 
 
+class Consumer:
+    """A consumer as a transport remembers it, to start it again on every reconnect."""
+
+    __slots__ = ("arguments", "callback", "exclusive", "no_ack", "prefetch", "queue", "tag")
+
+    def __init__(self, tag: str, queue: str, callback: DeliveryCallback, no_ack: bool,
+                 exclusive: bool, prefetch: int | None, arguments: Arguments | None) -> None:
+        self.tag, self.queue, self.callback = tag, queue, callback
+        self.no_ack, self.exclusive, self.prefetch, self.arguments = no_ack, exclusive, prefetch, arguments
+
+
 class Transport(Protocol):
     """One connection to a broker (one channel on it), owned by the I/O thread it starts."""
 

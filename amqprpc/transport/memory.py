@@ -31,6 +31,7 @@ from ..exceptions import BrokerError, BrokerUnreachable, ConfigError, Connection
 from .base import (
     Arguments,
     ConfirmCallback,
+    Consumer,
     Delivery,
     DeliveryCallback,
     Entity,
@@ -63,15 +64,6 @@ def broker_for_url(url: str) -> MemoryBroker:
             broker = MemoryBroker(name)
             _named_brokers[name] = broker
         return broker
-
-
-class _Consumer:
-    __slots__ = ("arguments", "callback", "exclusive", "no_ack", "prefetch", "queue", "tag")
-
-    def __init__(self, tag: str, queue: str, callback: DeliveryCallback, no_ack: bool,
-                 exclusive: bool, prefetch: int | None, arguments: Arguments | None) -> None:
-        self.tag, self.queue, self.callback = tag, queue, callback
-        self.no_ack, self.exclusive, self.prefetch, self.arguments = no_ack, exclusive, prefetch, arguments
 
 
 class _Waiter:
@@ -120,7 +112,7 @@ class MemoryTransport:
         self._first_attempt_done = threading.Event()
         self._first_error: BaseException | None = None
         self._topology_lock = threading.Lock()
-        self._topology: list[Entity | _Consumer] = []  # declared and consumed again on reconnect
+        self._topology: list[Entity | Consumer] = []  # declared and consumed again on reconnect
         self._tags = itertools.count(1)
         self._on_connect: list[Callable[[], None]] = []
         self._on_lost: list[LostCallback] = []
@@ -197,7 +189,7 @@ class MemoryTransport:
     def consume(self, queue: str, callback: DeliveryCallback, *, no_ack: bool = False,
                 exclusive: bool = False, prefetch: int | None = None,
                 arguments: Arguments | None = None) -> str:
-        consumer = _Consumer(f"ctag-{self.name}-{next(self._tags)}", queue, callback, no_ack,
+        consumer = Consumer(f"ctag-{self.name}-{next(self._tags)}", queue, callback, no_ack,
                              exclusive, prefetch, arguments)
         with self._topology_lock:
             self._topology.append(consumer)
@@ -207,7 +199,7 @@ class MemoryTransport:
     def cancel(self, consumer_tag: str, timeout: float = 5.0) -> None:
         with self._topology_lock:
             self._topology = [step for step in self._topology
-                              if not (isinstance(step, _Consumer) and step.tag == consumer_tag)]
+                              if not (isinstance(step, Consumer) and step.tag == consumer_tag)]
         self._run_on_io(("cancel", consumer_tag), "cancel", timeout)
 
     def _run_on_io(self, op: tuple[Any, ...], what: str, timeout: float | None = None) -> Any:
@@ -248,7 +240,7 @@ class MemoryTransport:
             elif op[0] == "consume":
                 self._topology = [s for s in self._topology if s is not op[1]]
 
-    def _start_consumer(self, session: Session, consumer: _Consumer) -> None:
+    def _start_consumer(self, session: Session, consumer: Consumer) -> None:
         self.broker.consume(session, consumer.queue, consumer.tag, consumer.callback,
                             no_ack=consumer.no_ack, exclusive=consumer.exclusive,
                             prefetch=consumer.prefetch)
@@ -398,7 +390,7 @@ class MemoryTransport:
             steps = list(self._topology)
         for step in steps:
             try:
-                if isinstance(step, _Consumer):
+                if isinstance(step, Consumer):
                     self._start_consumer(session, step)
                 else:
                     self.broker.declare(session, step)

@@ -56,6 +56,7 @@ from .base import (
     Arguments,
     Binding,
     ConfirmCallback,
+    Consumer,
     Delivery,
     DeliveryCallback,
     Entity,
@@ -85,15 +86,6 @@ _RECOVERABLE: tuple[type[BaseException], ...] = (
 
 _MAX_FRAMES_PER_WAKE = 1000
 _NACK_REPLACE_INTERVAL = 5.0  # seconds: nacks for other reasons (a full queue) must not churn
-
-
-class _Consumer:
-    __slots__ = ("arguments", "callback", "exclusive", "no_ack", "prefetch", "queue", "tag")
-
-    def __init__(self, tag: str, queue: str, callback: DeliveryCallback, no_ack: bool,
-                 exclusive: bool, prefetch: int | None, arguments: Arguments | None) -> None:
-        self.tag, self.queue, self.callback = tag, queue, callback
-        self.no_ack, self.exclusive, self.prefetch, self.arguments = no_ack, exclusive, prefetch, arguments
 
 
 class AmqpTransport:
@@ -144,7 +136,7 @@ class AmqpTransport:
         self._channel: amqp.Channel | None = None
         self._admin_channel: amqp.Channel | None = None
         self._topology_lock = threading.Lock()
-        self._topology: list[Entity | _Consumer] = []  # declared and consumed on every connect
+        self._topology: list[Entity | Consumer] = []  # declared and consumed on every connect
         self._once: list[Entity] = []  # remember=False declares made while disconnected
         self._tags = itertools.count(1)
         self._on_connect: list[Callable[[], None]] = []
@@ -236,7 +228,7 @@ class AmqpTransport:
         prefetch: int | None = None,
         arguments: Arguments | None = None,
     ) -> str:
-        consumer = _Consumer(f"ctag-{self.name}-{next(self._tags)}", queue, callback, no_ack,
+        consumer = Consumer(f"ctag-{self.name}-{next(self._tags)}", queue, callback, no_ack,
                              exclusive, prefetch, arguments)
         with self._topology_lock:
             self._topology.append(consumer)
@@ -247,7 +239,7 @@ class AmqpTransport:
     def cancel(self, consumer_tag: str, timeout: float = 5.0) -> None:
         with self._topology_lock:
             self._topology = [step for step in self._topology
-                              if not (isinstance(step, _Consumer) and step.tag == consumer_tag)]
+                              if not (isinstance(step, Consumer) and step.tag == consumer_tag)]
         if self._thread is None or not self.is_connected:
             return  # a connection that is gone has no consumer left to cancel
         try:
@@ -297,7 +289,7 @@ class AmqpTransport:
                     self._forget(*entities)
                 raise self._refused(exc, f"declare {entity}") from None
 
-    def _consume_now(self, consumer: _Consumer) -> None:
+    def _consume_now(self, consumer: Consumer) -> None:
         channel = self._channel
         if channel is None or consumer.tag in self._consumers:
             return  # the connect that runs next (or just ran) starts it
@@ -318,7 +310,7 @@ class AmqpTransport:
             self._channel.basic_cancel(consumer_tag)
         self._consumers.pop(consumer_tag, None)
 
-    def _forget(self, *steps: Entity | _Consumer) -> None:
+    def _forget(self, *steps: Entity | Consumer) -> None:
         """What the broker refused is not declared again on every reconnect."""
         with self._topology_lock:
             self._topology = [s for s in self._topology if not any(s is step for step in steps)]
@@ -644,7 +636,7 @@ class AmqpTransport:
             steps = list(self._topology)
         once, self._once = self._once, []
         for step in steps:
-            if isinstance(step, _Consumer):
+            if isinstance(step, Consumer):
                 try:
                     self._consume_now(step)
                 except BrokerError as exc:
