@@ -170,7 +170,7 @@ class Caller:
             return
         try:
             result, error = parse_reply(
-                delivery.body, delivery.properties.get("content_type"), self.config.max_message_size
+                delivery.body, delivery.properties.get("content_type"), self.config.decode_limits
             )
         except Exception as exc:
             _resolve(future, error=exc)

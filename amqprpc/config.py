@@ -9,6 +9,7 @@ dependency: it injects the config its container runs with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigError
 from .extensions import DependencyProvider
+from .serialization import DecodeLimits
 from .transport.address import parse_broker_urls
 
 if TYPE_CHECKING:
@@ -42,6 +44,10 @@ class Config(DependencyProvider, Mapping[str, Any]):
     concurrency: int = 10
     prefetch: int = 0  # 0: the same as concurrency
     max_message_size: int = 1024 * 1024
+    decode_max_depth: int = 64  # what a decoded body may become: serialization.DecodeLimits
+    decode_max_items: int = 100_000
+    decode_max_string: int = 1024 * 1024
+    decode_max_digits: int = 100
     heartbeat: float = 20.0
     connect_timeout: float = 5.0
     rpc_timeout: float = 30.0
@@ -56,7 +62,8 @@ class Config(DependencyProvider, Mapping[str, Any]):
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts"):
+        for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts",
+                     "decode_max_depth", "decode_max_items", "decode_max_string", "decode_max_digits"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("prefetch",):
@@ -74,6 +81,13 @@ class Config(DependencyProvider, Mapping[str, Any]):
             parse_broker_urls(self.broker_url)
         except ConfigError as exc:
             raise ConfigError(f"broker_url: {exc}") from None
+
+    @functools.cached_property
+    def decode_limits(self) -> DecodeLimits:
+        """The bounds every body this process decodes must keep (docs/configuration.md)."""
+        return DecodeLimits(max_size=self.max_message_size, max_depth=self.decode_max_depth,
+                            max_items=self.decode_max_items, max_string=self.decode_max_string,
+                            max_digits=self.decode_max_digits)
 
     @property
     def effective_prefetch(self) -> int:

@@ -232,7 +232,7 @@ class ServiceRegistry:
             headers = properties.get("application_headers") or {}
             self.signer.verify(headers.get(SIGNATURE_HEADER), routing_key, content_type, body)
         try:
-            payload = decode(body, content_type, self.config.max_message_size)
+            payload = decode(body, content_type, self.config.decode_limits)
         except MalformedRequest as exc:
             raise DescriptorError(str(exc)) from None
         descriptor = parse_descriptor(payload)

@@ -237,7 +237,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
             return
         try:
             payload = decode(delivery.body, delivery.properties.get("content_type"),
-                             self._config.max_message_size)
+                             self._config.decode_limits)
         except MalformedRequest as exc:
             _log.warning("%s: malformed event dead-lettered to %s: %s", self.queue_name,
                          self.dead_letter_queue_name, exc)

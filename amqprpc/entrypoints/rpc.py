@@ -156,7 +156,7 @@ class RpcConsumer(ConsumesQueue, Extension):
             if entrypoint is None:
                 raise MethodNotFound(f"{self._service}.{method_name}: no such @rpc method")
             request = parse_request(delivery.body, props.get("content_type"),
-                                    self._config.max_message_size)
+                                    self._config.decode_limits)
             entrypoint.check_signature(request.args, request.kwargs)
         except (MethodNotFound, MalformedRequest, IncorrectSignature) as exc:
             _log.warning("refused %s.%s: %s", self._service, method_name, exc)
