@@ -173,13 +173,29 @@ def _json_loads(body: bytes, limits: DecodeLimits) -> Any:
 
 
 def _count_json_items(body: bytes, limits: DecodeLimits) -> None:
-    """The item count of a JSON text, its strings left out (only for bodies near the limit)."""
+    """Depth, then item count, of a JSON text with its strings left out (bodies near the limit).
+
+    Depth first: ``[[[[...`` is refused as too deep (or unbalanced), not as too many items.
+    """
     bare = _JSON_STRING.sub(b"", body) if b'"' in body else body
+    brackets = bare.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(limits.max_depth):  # each pass takes off the innermost level
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            break
+        brackets = inner
+    if brackets:
+        raise DecodeLimitExceeded("decode_max_depth", f"the message is nested more than "
+                                  f"{limits.max_depth} levels deep (or its brackets do not match)")
     opens = bare.count(b"[") + bare.count(b"{")
     items = 2 * opens + bare.count(b",") - bare.count(b"[]") - bare.count(b"{}")
     if items > limits.max_items:
         raise DecodeLimitExceeded("decode_max_items", f"the message has about {items} items, "
                                   f"more than {limits.max_items}")
+
+
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 # ---------------------------------------------------------------- msgpack decoding

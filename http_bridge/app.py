@@ -53,7 +53,7 @@ def create_app(
     """Build the bridge. Auth material (key file, JWT key) is loaded now: a bad one raises here."""
     config = config or Config.load()
     settings = settings or BridgeSettings.from_config(config)
-    gateway = Gateway(settings, Authenticator.from_settings(settings))
+    gateway = Gateway(settings, Authenticator.from_settings(settings), config.decode_limits)
     ops: dict[str, Handler] = {
         "/healthz": _healthz,
         "/readyz": _readyz,

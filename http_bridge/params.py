@@ -20,7 +20,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from amqprpc import MalformedRequest
 from amqprpc.discovery import MethodDescriptor, ParamDescriptor
+from amqprpc.serialization import JSON, DecodeLimitExceeded, DecodeLimits, decode
 
 from .errors import ApiError
 
@@ -262,3 +264,27 @@ def _check_format(value: str, fmt: Any, where: str) -> None:
             uuid.UUID(value)
     except ValueError:
         raise Invalid(where, f"expected a {fmt} string, got {value[:40]!r}") from None
+
+
+# ---------------------------------------------------------------- the JSON body
+
+_TOO_LARGE = frozenset({"max_message_size", "decode_max_items", "decode_max_string"})
+
+
+def parse_json_body(data: bytes, limits: DecodeLimits) -> dict[str, Any]:
+    """The body's JSON object of named arguments; 400 (413 for size limits) naming the problem.
+
+    Decoded as a worker decodes a request: strictly UTF-8, no NaN or Infinity (``1e999``
+    neither), within ``limits`` (depth, items, string length, integer digits).
+    """
+    try:
+        body = decode(data, JSON, limits)
+    except DecodeLimitExceeded as exc:
+        status, code = (413, "payload_too_large") if exc.limit in _TOO_LARGE else (400, "limit_exceeded")
+        raise ApiError(status, code, f"the JSON body is refused: {exc}",
+                       details=[{"field": "body", "problem": str(exc), "limit": exc.limit}]) from None
+    except MalformedRequest as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object of named arguments")
+    return body
