@@ -120,7 +120,11 @@ def _json_dumps(value: Any) -> bytes:
 
 
 def _msgpack_dumps(value: Any) -> bytes:
-    body: bytes = msgpack.packb(value, default=_json_default, use_bin_type=True)
+    try:
+        body: bytes = msgpack.packb(value, default=_json_default, use_bin_type=True)
+    except OverflowError:
+        raise ValueError("cannot encode an integer of more than 64 bits in msgpack; send it as a "
+                         "string, or use JSON") from None
     if _maybe_nonfinite_msgpack(body):  # C-level search; the walk only confirms a hit
         decoded = msgpack.unpackb(body, raw=False, strict_map_key=False)
         try:
