@@ -119,7 +119,8 @@ def coerce_text(text: str, schema: Mapping[str, Any], where: str) -> Any:
     """A path or query value converted to what ``schema`` expects, then validated."""
     options = schema.get("anyOf")
     if isinstance(options, list) and options:
-        for option in options:
+        # Text cannot carry null (the OpenAPI spec leaves it out): omit the parameter instead.
+        for option in [option for option in options if option.get("type") != "null"] or options:
             try:
                 return coerce_text(text, option, where)
             except Invalid:
