@@ -156,10 +156,11 @@ def _json_loads(body: bytes, limits: DecodeLimits) -> Any:
         text = body.decode("utf-8")  # strictly: no UTF-16/32, no encoded lone surrogates
     except UnicodeDecodeError as exc:
         raise MalformedRequest(f"JSON body is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
-    # Upper bounds from one C pass (strings' brackets and commas count too): items are at
+    # Upper bounds from C passes (strings' brackets and commas count too): items are at
     # most 2 x opens + commas, depth at most opens.
-    marks = len(body.translate(None, _NOT_STRUCTURE))
-    if 2 * marks > limits.max_items:
+    marks = body.translate(None, _NOT_STRUCTURE) if len(body) > 4096 else body
+    opens = marks.count(b"[") + marks.count(b"{")
+    if 2 * opens + marks.count(b",") > limits.max_items:
         _count_json_items(body, limits)
     shape = body.translate(_NUMBER_SHAPE, b"+")  # digits as 0, e/E as e: "1E+400" is "0e000"
     numbers = b"0" * min(limits.max_digits + 1, _FLOAT_MAX_DIGITS) in shape or b"e000" in shape
@@ -175,7 +176,7 @@ def _json_loads(body: bytes, limits: DecodeLimits) -> Any:
     if numbers or surrogates or strings:
         _check_tree(value, limits, _scalar_check(limits, strings=strings, numbers=numbers,
                                                  surrogates=surrogates))
-    elif marks > limits.max_depth:
+    elif opens > limits.max_depth:
         _check_depth(value, limits)
     return value
 

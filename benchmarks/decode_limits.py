@@ -41,7 +41,8 @@ def ordinary_bodies() -> dict[str, bytes]:
     small = {"args": [42], "kwargs": {"user_id": 7, "amount": 12.5, "note": "déjà vu"}}
     bodies: dict[str, bytes] = {}
     for name, value in (("small request", small), ("100 records", {"args": [records(100)], "kwargs": {}}),
-                        ("9,000 records", {"args": [records(9000)], "kwargs": {}})):
+                        ("4,000 records", {"args": [records(4000)], "kwargs": {}}),
+                        ("9,000 records (99k items)", {"args": [records(9000)], "kwargs": {}})):
         bodies[f"JSON {name}"] = json.dumps(value, separators=(",", ":")).encode()
         bodies[f"msgpack {name}"] = msgpack.packb(value, use_bin_type=True)
     return bodies
