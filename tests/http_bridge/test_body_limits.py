@@ -121,3 +121,36 @@ def test_m6_a_body_is_parsed_only_after_the_inflight_cap_admits_it(setup, monkey
         assert (await held).status == 200
 
     run_app(app, scenario)
+
+
+def test_m6_a_soap_envelope_is_parsed_only_after_the_inflight_cap_admits_it(setup, monkeypatch):
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(service, method, kwargs, context):
+        entered.set()
+        await release.wait()
+        return {}
+
+    app, _ = setup(FakeRpc(hold), max_inflight=1)
+    import http_bridge.soap.endpoint as endpoint_module
+    parsed: list[bytes] = []
+    real_parse = endpoint_module._parse
+
+    async def counting_parse(body, max_depth, max_elements):
+        parsed.append(body)
+        return await real_parse(body, max_depth, max_elements)
+
+    monkeypatch.setattr(endpoint_module, "_parse", counting_parse)
+
+    async def scenario(client):
+        held = asyncio.ensure_future(client.post("/orders", json={"amount": 1}))
+        await asyncio.wait_for(entered.wait(), 5)
+        response = await client.post("/soap/orders", data=b"<not-even-xml",
+                                     headers={"Content-Type": "text/xml"})
+        text = await response.text()
+        assert response.status == 500 and "Overloaded" in text, text
+        assert parsed == []
+        release.set()
+        assert (await held).status == 200
+
+    run_app(app, scenario)
