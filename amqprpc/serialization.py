@@ -143,7 +143,9 @@ def _refuse_constant(name: str) -> Any:
 
 
 _json_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A string, or an unterminated one up to the end: possessive, so a hostile `"\"\"\"...`
+# is one linear match, never a retry from every quote (quadratic).
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _NUMBER_SHAPE = bytes(ord("0") if chr(b).isdigit() else ord("e") if b in b"eE" else
                       b if b == ord("+") else ord(" ") for b in range(256))

@@ -153,3 +153,10 @@ def test_m6_a_hostile_mebibyte_stays_small(content_type: str, body: bytes) -> No
     finally:
         tracemalloc.stop()
     assert peak < 12 * MiB, peak
+
+
+def test_m6_the_string_aware_count_is_linear_on_hostile_escapes() -> None:
+    """Unterminated strings full of escaped quotes once cost a regex retry from every quote."""
+    body = b"[" * 60_000 + b'"' + b'\\"' * 200_000
+    refused(body)
+    refused(b"[1," * 40_000 + b'"' + b'\\"' * 200_000 + b"\\")
