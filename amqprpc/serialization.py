@@ -213,15 +213,16 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 _CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 _NOT_CONTAINER_BYTES = bytes(b for b in range(256) if b not in _CONTAINER_BYTES)
-# float 64 / float 32 markers followed by an all-ones exponent's first byte (NaN, ±Infinity)
-_NONFINITE_BYTES = re.compile(rb"[\xca\xcb][\x7f\xff]")
+# float 64 / float 32 markers (f) followed by an all-ones exponent's first byte (x): NaN, ±Infinity
+_FLOAT_SHAPE = bytes(ord("f") if b in (0xCA, 0xCB) else ord("x") if b in (0x7F, 0xFF) else ord(" ")
+                     for b in range(256))
 _MSGPACK_LIMIT = re.compile(r"exceeds max_(str|bin|array|map|ext)_len")
 _MSGPACK_LIMIT_KEYS = {"str": "decode_max_string", "bin": "decode_max_string", "ext": "decode_max_string",
                        "array": "decode_max_items", "map": "decode_max_items"}
 
 
 def _maybe_nonfinite_msgpack(body: bytes) -> bool:
-    return (b"\xcb" in body or b"\xca" in body) and _NONFINITE_BYTES.search(body) is not None
+    return (b"\xcb" in body or b"\xca" in body) and b"fx" in body.translate(_FLOAT_SHAPE)
 
 
 class _ItemCounter:
