@@ -51,7 +51,7 @@ def ordinary_bodies() -> dict[str, bytes]:
 def hostile_bodies() -> dict[str, bytes]:
     return {
         "JSON [{},{},...]": b"[" + b"{}," * (MiB // 3 - 1) + b"{}]",
-        "JSON [[[...]]] 100k deep": b"[" * (MiB // 2) + b"]" * (MiB // 2),
+        "JSON [[[...]]] 500k deep": b"[" * (MiB // 2) + b"]" * (MiB // 2),
         "msgpack array of empty maps": b"\xdd" + (MiB - 5).to_bytes(4, "big") + b"\x80" * (MiB - 5),
         "msgpack nested empty arrays": msgpack.packb([[[]] * 15] * (MiB // 17)),
     }
