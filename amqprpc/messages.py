@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import MalformedRequest
-from .serialization import Codec, DecodeLimitExceeded, DecodeLimits, decode
+from .serialization import Codec, DecodeLimits, decode
 from .transport.base import Outgoing
 
 DEADLINE_HEADER = "x-amqprpc-deadline"
@@ -104,10 +104,9 @@ def parse_request(body: bytes | str, content_type: str | None, limits: DecodeLim
     """Decode a request body; anything but ``{"args": list, "kwargs": dict}`` is malformed.
 
     ``limits`` bounds what the body may decode to (a bare int: its size, default limits
-    otherwise); past one, the error is a plain MalformedRequest naming the limit, the type
-    every caller (Nameko's too) knows.
+    otherwise); past one, the MalformedRequest names the limit.
     """
-    payload = _decode(body, content_type, limits)
+    payload = decode(body, content_type, limits)
     if not isinstance(payload, dict):
         raise MalformedRequest("request body must be an object with `args` and `kwargs`")
     try:
@@ -119,13 +118,6 @@ def parse_request(body: bytes | str, content_type: str | None, limits: DecodeLim
     if not all(isinstance(key, str) for key in kwargs):
         raise MalformedRequest("`kwargs` keys must be strings")
     return Request(args, kwargs)
-
-
-def _decode(body: bytes | str, content_type: str | None, limits: DecodeLimits | int) -> Any:
-    try:
-        return decode(body, content_type, limits)
-    except DecodeLimitExceeded as exc:
-        raise MalformedRequest(str(exc)) from None
 
 
 def deadline_of(headers: Headers | None) -> float | None:
@@ -172,7 +164,7 @@ def build_reply(
 def parse_reply(body: bytes | str, content_type: str | None,
                 limits: DecodeLimits | int) -> tuple[Any, Any]:
     """(result, error) from a reply body; raises MalformedRequest when it is not a reply."""
-    payload = _decode(body, content_type, limits)
+    payload = decode(body, content_type, limits)
     if not isinstance(payload, dict) or ("result" not in payload and "error" not in payload):
         raise MalformedRequest("reply body must be an object with `result` and `error`")
     return payload.get("result"), payload.get("error")

@@ -68,16 +68,20 @@ class DecodeLimits:
         return replace(self, **changes)
 
 
-class DecodeLimitExceeded(MalformedRequest):
-    """A body over one of its ``DecodeLimits``; ``limit`` is the config key that bounds it.
+def limit_exceeded(limit: str, message: str) -> MalformedRequest:
+    """The error for a body past a limit: ``limit`` names the config key that bounds it.
 
-    Callers that answer on the wire send it as a plain ``MalformedRequest`` (messages.py),
-    so Nameko and older amqprpc callers rebuild it.
+    A plain ``MalformedRequest`` (the type every caller, Nameko's too, rebuilds, and the
+    name dead letters record), with the key also in ``.limit`` for the bridge's status.
     """
+    error = MalformedRequest(f"{message} (limit: {limit})")
+    setattr(error, "limit", limit)  # noqa: B010 -- not a declared attribute of the class
+    return error
 
-    def __init__(self, limit: str, message: str) -> None:
-        super().__init__(f"{message} (limit: {limit})")
-        self.limit = limit
+
+def limit_of(error: BaseException) -> str | None:
+    """The config key a ``limit_exceeded`` error names, else None."""
+    return getattr(error, "limit", None)
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ def _json_loads(body: bytes, limits: DecodeLimits) -> Any:
     except ValueError as exc:  # Python's own bound (int_max_str_digits) on a huge integer
         if "integer string conversion" not in str(exc):
             raise
-        raise DecodeLimitExceeded("decode_max_digits",
+        raise limit_exceeded("decode_max_digits",
                                   f"an integer has more than {limits.max_digits} digits") from None
     if numbers or surrogates or strings:
         _check_tree(value, limits, _scalar_check(limits, strings=strings, numbers=numbers,
@@ -196,12 +200,12 @@ def _count_json_items(body: bytes, limits: DecodeLimits) -> None:
             break
         brackets = inner
     if brackets:
-        raise DecodeLimitExceeded("decode_max_depth", f"the message is nested more than "
+        raise limit_exceeded("decode_max_depth", f"the message is nested more than "
                                   f"{limits.max_depth} levels deep (or its brackets do not match)")
     opens = bare.count(b"[") + bare.count(b"{")
     items = 2 * opens + bare.count(b",") - bare.count(b"[]") - bare.count(b"{}")
     if items > limits.max_items:
-        raise DecodeLimitExceeded("decode_max_items", f"the message has about {items} items, "
+        raise limit_exceeded("decode_max_items", f"the message has about {items} items, "
                                   f"more than {limits.max_items}")
 
 
@@ -236,7 +240,7 @@ class _ItemCounter:
     def __call__(self, container: Any) -> Any:
         self.left -= len(container) + 1
         if self.left < 0:
-            raise DecodeLimitExceeded("decode_max_items", f"the message has more than {self.limit} items")
+            raise limit_exceeded("decode_max_items", f"the message has more than {self.limit} items")
         return container
 
 
@@ -259,14 +263,14 @@ def _msgpack_loads(body: bytes, limits: DecodeLimits) -> Any:
         value = msgpack.unpackb(  # timestamps as datetimes: every value is a dict, list or scalar
             body, raw=False, strict_map_key=False, ext_hook=_refuse_ext, timestamp=3, **options)
     except msgpack.StackError:
-        raise DecodeLimitExceeded("decode_max_depth", "the message is nested too deeply") from None
+        raise limit_exceeded("decode_max_depth", "the message is nested too deeply") from None
     except MalformedRequest:
         raise
     except ValueError as exc:
         match = _MSGPACK_LIMIT.search(str(exc))
         if match is None:
             raise
-        raise DecodeLimitExceeded(_MSGPACK_LIMIT_KEYS[match.group(1)], str(exc)) from None
+        raise limit_exceeded(_MSGPACK_LIMIT_KEYS[match.group(1)], str(exc)) from None
     floats = _maybe_nonfinite_msgpack(body)
     deep = len(body) > limits.max_depth and \
         len(body.translate(None, _NOT_CONTAINER_BYTES)) > limits.max_depth
@@ -294,7 +298,7 @@ def _check_depth(value: Any, limits: DecodeLimits) -> None:
         if not level:
             return
     if any(type(node) in _CONTAINERS for node in level):
-        raise DecodeLimitExceeded("decode_max_depth", f"the message is nested more than "
+        raise limit_exceeded("decode_max_depth", f"the message is nested more than "
                                   f"{limits.max_depth} levels deep")
 
 
@@ -309,7 +313,7 @@ def _check_tree(value: Any, limits: DecodeLimits, check: Callable[[Any], None] |
     while level:
         depth += 1
         if depth > limits.max_depth:
-            raise DecodeLimitExceeded("decode_max_depth", f"the message is nested more than "
+            raise limit_exceeded("decode_max_depth", f"the message is nested more than "
                                       f"{limits.max_depth} levels deep")
         following = []
         for node in level:
@@ -340,7 +344,7 @@ def _scalar_check(limits: DecodeLimits | None = None, *, strings: bool = False, 
         kind = type(value)
         if kind is str:
             if strings and len(value) > max_string:
-                raise DecodeLimitExceeded("decode_max_string", f"a string of {len(value)} characters "
+                raise limit_exceeded("decode_max_string", f"a string of {len(value)} characters "
                                           f"is longer than {max_string}")
             if surrogates and not value.isascii():
                 try:
@@ -350,7 +354,7 @@ def _scalar_check(limits: DecodeLimits | None = None, *, strings: bool = False, 
                                            f"(\\u{ord(value[_surrogate_at(value)]):04x})") from None
         elif kind is int:
             if numbers and not -too_big < value < too_big:
-                raise DecodeLimitExceeded("decode_max_digits",
+                raise limit_exceeded("decode_max_digits",
                                           f"an integer has more than {max_digits} digits")
         elif kind is float and floats and not math.isfinite(value):
             raise MalformedRequest(f"{value} is not a finite number: {_NONFINITE}")
@@ -403,13 +407,13 @@ def decode(body: bytes | str, content_type: str | None, limits: DecodeLimits | i
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogatepass")  # a lone surrogate then fails as bad UTF-8
     if len(body) > limits.max_size:
-        raise DecodeLimitExceeded("max_message_size", f"message of {len(body)} bytes exceeds the "
+        raise limit_exceeded("max_message_size", f"message of {len(body)} bytes exceeds the "
                                   f"limit of {limits.max_size} bytes")
     try:
         return codec.loads(body, limits)
     except MalformedRequest:
         raise
     except RecursionError:
-        raise DecodeLimitExceeded("decode_max_depth", "message is nested too deeply to decode") from None
+        raise limit_exceeded("decode_max_depth", "message is nested too deeply to decode") from None
     except Exception as exc:
         raise MalformedRequest(f"cannot decode {codec.name} body: {exc}") from None

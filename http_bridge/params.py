@@ -22,7 +22,7 @@ from typing import Any
 
 from amqprpc import MalformedRequest
 from amqprpc.discovery import MethodDescriptor, ParamDescriptor
-from amqprpc.serialization import JSON, DecodeLimitExceeded, DecodeLimits, decode
+from amqprpc.serialization import JSON, DecodeLimits, decode, limit_of
 
 from .errors import ApiError
 
@@ -280,12 +280,13 @@ def parse_json_body(data: bytes, limits: DecodeLimits) -> dict[str, Any]:
     """
     try:
         body = decode(data, JSON, limits)
-    except DecodeLimitExceeded as exc:
-        status, code = (413, "payload_too_large") if exc.limit in _TOO_LARGE else (400, "limit_exceeded")
-        raise ApiError(status, code, f"the JSON body is refused: {exc}",
-                       details=[{"field": "body", "problem": str(exc), "limit": exc.limit}]) from None
     except MalformedRequest as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        limit = limit_of(exc)
+        if limit is None:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        status, code = (413, "payload_too_large") if limit in _TOO_LARGE else (400, "limit_exceeded")
+        raise ApiError(status, code, f"the JSON body is refused: {exc}",
+                       details=[{"field": "body", "problem": str(exc), "limit": limit}]) from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object of named arguments")
     return body
