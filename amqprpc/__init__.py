@@ -21,6 +21,7 @@ from .exceptions import (
     BrokerError,
     BrokerUnreachable,
     ConfigError,
+    ConfirmTimeout,
     ConnectionLost,
     IncorrectSignature,
     MalformedRequest,
@@ -34,6 +35,7 @@ from .exceptions import (
 from .extensions import DependencyProvider, Entrypoint, Extension
 from .publisher import EventPublisher, dispatch_event
 from .runner import ServiceRunner
+from .serialization import DecodeLimits
 from .topology import BROADCAST, SERVICE_POOL, SINGLETON
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py checks)
@@ -47,8 +49,10 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py ch
     "ClusterRpcClient",
     "Config",
     "ConfigError",
+    "ConfirmTimeout",
     "ConnectionLost",
     "Database",
+    "DecodeLimits",
     "DependencyProvider",
     "Entrypoint",
     "EventDispatcher",

@@ -1,6 +1,6 @@
 """Making RPC calls over one broker connection: many in flight, replies matched by id.
 
-A ``Caller`` attaches to a ``BrokerConnection`` (a client's, or a service container's for
+A ``Caller`` attaches to a ``Transport`` (a client's, or a service container's for
 ``RpcProxy``). It consumes replies — RabbitMQ direct reply-to by default (no-ack, on the
 channel it publishes on), or a reply queue bound to the RPC exchange as Nameko services
 need — and resolves one ``RpcFuture`` per correlation id. Every call has a deadline,
@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -30,9 +30,11 @@ from .exceptions import (
     UnknownService,
     deserialize_error,
 )
-from .messages import DIRECT_REPLY_TO, Context, Outgoing, build_request, parse_reply
-from .serialization import codec_named
-from .transport import BrokerConnection, Delivery
+from .futures import settle
+from .messages import DIRECT_REPLY_TO, Context, build_request, parse_reply
+from .serialization import DecodeLimits, codec_named
+from .topology import reply_queue_topology, rpc_exchange
+from .transport import Delivery, Outgoing, Transport
 
 _log = logging.getLogger(__name__)
 
@@ -64,22 +66,12 @@ class RpcFuture(Future[Any]):
         return f"<RpcFuture {self.service}.{self.method} {self.correlation_id} {self._state}>"
 
 
-def _resolve(future: RpcFuture, result: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:  # cancelled by its owner meanwhile
-        pass
-
-
 class Caller:
     """Publishes requests and routes replies for one connection."""
 
     def __init__(
         self,
-        connection: BrokerConnection,
+        connection: Transport,
         config: Config,
         *,
         direct_reply_to: bool = True,
@@ -103,7 +95,12 @@ class Caller:
             reply_id = str(uuid.uuid4())
             self.reply_to = reply_id  # Nameko's scheme: routing key = the queue's uuid
             self._reply_queue = f"rpc.reply-{owner}-{reply_id}"
-        connection.on_connect(self._on_connect)
+        connection.declare(rpc_exchange(config))
+        if direct_reply_to:
+            connection.consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        else:
+            connection.declare(*reply_queue_topology(config, self._reply_queue, self.reply_to))
+            connection.consume(self._reply_queue, self._on_reply, no_ack=True)
         connection.on_lost(self._on_lost)
         connection.on_return(self._on_return)
 
@@ -153,15 +150,6 @@ class Caller:
 
     # ------------------------------------------------------------ I/O thread
 
-    def _on_connect(self, channel: Any) -> None:
-        channel.exchange_declare(self.config.rpc_exchange, "topic", durable=True, auto_delete=False)
-        if self.direct_reply_to:
-            self.connection.consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
-            return
-        channel.queue_declare(self._reply_queue, exclusive=True, auto_delete=True)
-        channel.queue_bind(self._reply_queue, self.config.rpc_exchange, self.reply_to)
-        self.connection.consume(self._reply_queue, self._on_reply, no_ack=True)
-
     def _on_reply(self, delivery: Delivery) -> None:
         correlation_id = delivery.properties.get("correlation_id")
         future = self._pending.pop(correlation_id, None) if correlation_id else None
@@ -170,15 +158,16 @@ class Caller:
             return
         try:
             result, error = parse_reply(
-                delivery.body, delivery.properties.get("content_type"), self.config.decode_limits
+                delivery.body, delivery.properties.get("content_type"),
+                DecodeLimits.from_config(self.config),
             )
         except Exception as exc:
-            _resolve(future, error=exc)
+            settle(future, exc)
             return
         if error is not None:
-            _resolve(future, error=deserialize_error(error))
+            settle(future, deserialize_error(error))
         else:
-            _resolve(future, result)
+            settle(future, result=result)
 
     def _on_confirm(self, correlation_id: str, error: BaseException | None) -> None:
         """A nacked request was not taken by the broker: fail its call now, not at its deadline.
@@ -188,7 +177,7 @@ class Caller:
             return
         future = self._pending.pop(correlation_id, None)
         if future is not None:
-            _resolve(future, error=BrokerError(
+            settle(future, BrokerError(
                 f"{future.service}.{future.method}: the broker refused the request ({error}); "
                 "it was not run"))
 
@@ -196,7 +185,7 @@ class Caller:
         correlation_id = message.properties.get("correlation_id")
         future = self._pending.pop(correlation_id, None) if correlation_id else None
         if future is not None:
-            _resolve(future, error=UnknownService(future.service))
+            settle(future, UnknownService(future.service))
 
     def _sweep(self) -> None:
         """Fail the calls past their deadline; runs on the I/O thread while calls are pending.
@@ -220,7 +209,7 @@ class Caller:
         if future is None:
             return
         why = "" if self.connection.is_connected else " (not connected to the broker)"
-        _resolve(future, error=RpcTimeout(
+        settle(future, RpcTimeout(
             f"{future.service}.{future.method}: no reply within {future.timeout:.3g}s{why}"
         ))
 
@@ -230,7 +219,7 @@ class Caller:
             future = self._pending.pop(correlation_id, None)
             if future is None:
                 continue
-            _resolve(future, error=ConnectionLost(
+            settle(future, ConnectionLost(
                 f"{future.service}.{future.method}: connection to the broker lost before the "
                 "reply; the call may or may not have run"
             ))

@@ -30,7 +30,7 @@ from typing import Any, Generic, Self, TypeVar
 from .calls import Caller, RpcFuture
 from .config import Config
 from .messages import Context
-from .transport import BrokerConnection
+from .transport import create_transport
 
 T = TypeVar("T")
 
@@ -88,11 +88,9 @@ class _ClientBase(Generic[T]):
         self.config = config.replace(broker_url=broker_url, rpc_timeout=timeout)
         self.context: Context = dict(context or {})
         name = name or f"client-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._connection = BrokerConnection(
-            self.config.broker_url,
+        self._connection = create_transport(
+            self.config,
             name=name,
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
             # A nacked request fails its call at once, and the connection is replaced (a
             # RabbitMQ 3.10 channel can keep nacking after a quorum leader election).
             confirms=True,

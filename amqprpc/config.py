@@ -2,35 +2,31 @@
 
 There is no module-level config. ``Config.load()`` reads a TOML file and ``AMQPRPC_*``
 environment variables; everything it does not know lands in ``extra`` for services to
-read (``config["PAYMENTS_URL"]``). Declared on a service class, ``Config()`` is also a
-dependency: it injects the config its container runs with.
+read (``config["PAYMENTS_URL"]``). Declared on a service class, ``Config()`` injects the
+config its container runs with: the container reads it as
+``dependencies.config.ConfigDependency`` (a value here, a provider there).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .exceptions import ConfigError
-from .extensions import DependencyProvider
-from .serialization import DecodeLimits
 from .transport.address import parse_broker_urls
-
-if TYPE_CHECKING:
-    from .containers import ServiceContainer, WorkerContext
+from .transport.factory import MEMORY_SCHEME
 
 ENV_PREFIX = "AMQPRPC_"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 @dataclass(frozen=True, eq=False)
-class Config(DependencyProvider, Mapping[str, Any]):
+class Config(Mapping[str, Any]):
     """Settings for workers, clients and the bridge.
 
     Mapping access (``config["KEY"]``) reads ``extra`` first, then the named fields by
@@ -44,7 +40,7 @@ class Config(DependencyProvider, Mapping[str, Any]):
     concurrency: int = 10
     prefetch: int = 0  # 0: the same as concurrency
     max_message_size: int = 1024 * 1024
-    decode_max_depth: int = 64  # what a decoded body may become: serialization.DecodeLimits
+    decode_max_depth: int = 64  # what a decoded body may become: DecodeLimits.from_config
     decode_max_items: int = 100_000
     decode_max_string: int = 1024 * 1024
     decode_max_digits: int = 100
@@ -59,6 +55,7 @@ class Config(DependencyProvider, Mapping[str, Any]):
     discovery_key: str = ""  # shared secret(s) that sign announcements; comma-separated to rotate
     discovery_owners: str = ""  # "users=svc-users,orders=svc-orders": who alone may announce each
     discovery_max_skew: float = 300.0  # seconds an announcement's clock may differ from ours
+    discovery_hide_after: float = 600.0  # seconds gone after which a service is no longer listed
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,24 +67,19 @@ class Config(DependencyProvider, Mapping[str, Any]):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval",
-                     "discovery_max_skew"):
+                     "discovery_max_skew", "discovery_hide_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.serializer not in ("json", "msgpack"):
             raise ConfigError(f"serializer must be 'json' or 'msgpack', got {self.serializer!r}")
         if self.queue_type not in ("classic", "quorum"):
             raise ConfigError(f"queue_type must be 'classic' or 'quorum', got {self.queue_type!r}")
+        if self.broker_url.startswith(MEMORY_SCHEME):
+            return  # the in-memory broker of that name, in this process (tests)
         try:
             parse_broker_urls(self.broker_url)
         except ConfigError as exc:
             raise ConfigError(f"broker_url: {exc}") from None
-
-    @functools.cached_property
-    def decode_limits(self) -> DecodeLimits:
-        """The bounds every body this process decodes must keep (docs/configuration.md)."""
-        return DecodeLimits(max_size=self.max_message_size, max_depth=self.decode_max_depth,
-                            max_items=self.decode_max_items, max_string=self.decode_max_string,
-                            max_digits=self.decode_max_digits)
 
     @property
     def effective_prefetch(self) -> int:
@@ -162,13 +154,6 @@ class Config(DependencyProvider, Mapping[str, Any]):
             if key is not None and self.extra[key] not in (None, ""):
                 return candidate, self.extra[key]
         return None
-
-    # As a dependency: inject the running container's config. A value needs no binding.
-    def bind(self, container: ServiceContainer, attr_name: str) -> Config:
-        return self
-
-    def get_dependency(self, worker_ctx: WorkerContext) -> Config:
-        return worker_ctx.container.config
 
 
 _FIELD_TYPES: dict[str, type] = {

@@ -8,8 +8,11 @@ It owns, each with a start point in ``start()`` and a stop point in ``stop()``/`
 * its extensions: entrypoints, dependency providers, and shared extensions such as the
   RPC consumer that all ``@rpc`` methods of the service share.
 
-A call runs as a worker: a fresh service instance, dependencies injected, the handler
-called, the dependency hooks run around it (see ``extensions``).
+A call runs as a worker, started by ``spawn_worker`` (Nameko's shape): a fresh service
+instance, dependencies injected, the handler called, the dependency hooks run around it
+(see ``extensions``). Plain and ``async def`` handlers take the same steps, written once
+in ``_worker_steps``. Discovery is not the container's business: the runner hands it the
+announcer as one of its ``extensions``.
 """
 
 from __future__ import annotations
@@ -21,95 +24,69 @@ import os
 import re
 import sys
 import threading
-import time
-import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any, NamedTuple, TypeVar
 
 from .config import Config
-from .discovery.announcer import ServiceAnnouncer
+from .dependencies.config import ConfigDependency
 from .exceptions import ConfigError
-from .extensions import DependencyProvider, Entrypoint, ExcInfo, Extension, entrypoints_of
-from .messages import CALL_ID_STACK, Context, child_call_stack
+from .extensions import (
+    DependencyProvider,
+    Entrypoint,
+    ExcInfo,
+    Extension,
+    ResultHandler,
+    WorkerContext,
+    entrypoints_of,
+)
+from .messages import Context
 from .pool import HandlerPool
-from .transport import BrokerConnection
+from .transport import Transport, create_transport
+
+__all__ = ["ServiceContainer", "WorkerContext", "dependencies_of", "service_name_of"]
 
 _log = logging.getLogger(__name__)
 
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 X = TypeVar("X", bound=Extension)
-ResultHandler = Callable[["WorkerContext", Any, ExcInfo], None]
+ExtensionFactory = Callable[[], Extension]
 
 
-class WorkerContext:
-    """Everything about one call: which service and method, its arguments and context.
+class _Step(NamedTuple):
+    """One step of a worker: ``run(*args, **kwargs)``, or ``await run_async(...)`` for async."""
 
-    ``data`` is the context that arrived (``user_id``, ``auth_token``, ...) and travels
-    on with every call and event the handler makes; ``call_id_stack`` ends with this call.
-    ``request_id`` is the same across redeliveries of one request (the correlation id),
-    for once-only effects.
-    """
-
-    def __init__(
-        self,
-        container: ServiceContainer,
-        entrypoint: Entrypoint,
-        args: list[Any] | tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        data: Context | None = None,
-        *,
-        request_id: str | None = None,
-        deadline: float | None = None,
-        redelivered: bool = False,
-    ) -> None:
-        self.container = container
-        self.entrypoint = entrypoint
-        self.args = args
-        self.kwargs = kwargs or {}
-        self.call_id = f"{container.service_name}.{entrypoint.method_name}.{uuid.uuid4()}"
-        incoming = dict(data or {})
-        self.call_id_stack = child_call_stack(incoming, self.call_id)
-        self.data: Context = {**incoming, CALL_ID_STACK: self.call_id_stack}
-        self.request_id = request_id or self.call_id
-        self.deadline = deadline
-        self.redelivered = redelivered
-        self.service: Any = None
-
-    @property
-    def service_name(self) -> str:
-        return self.container.service_name
-
-    @property
-    def method_name(self) -> str:
-        return self.entrypoint.method_name
-
-    def remaining(self) -> float | None:
-        """Seconds left before the caller's deadline, if the call carries one."""
-        return None if self.deadline is None else self.deadline - time.time()
-
-    def __repr__(self) -> str:
-        return f"<WorkerContext {self.call_id}>"
+    run: Callable[..., Any]
+    run_async: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = {}  # never mutated
 
 
 class ServiceContainer:
-    """Runs one service class: ``start()``, then ``stop()`` (graceful) or ``kill()``."""
+    """Runs one service class: ``start()``, then ``stop()`` (graceful) or ``kill()``.
 
-    def __init__(self, service_cls: type, config: Config | None = None) -> None:
+    ``extensions``: factories of shared extensions started after every entrypoint (the
+    runner passes the discovery announcer; a bare container announces nothing).
+    ``connection``: the transport to use instead of a new connection to ``broker_url``
+    (any that keeps the contract of ``amqprpc.transport``, such as ``MemoryTransport``).
+    """
+
+    def __init__(self, service_cls: type, config: Config | None = None, *,
+                 extensions: Iterable[ExtensionFactory] = (),
+                 connection: Transport | None = None) -> None:
         self.service_cls = service_cls
         self.config = config or Config()
         self.service_name = service_name_of(service_cls)
-        self.connection = BrokerConnection(
-            self.config.broker_url,
-            name=f"{self.service_name}-{os.getpid()}",
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
+        self.connection = connection if connection is not None else create_transport(
+            self.config, name=f"{self.service_name}-{os.getpid()}"
         )
+        self._extra = list(extensions)
         self._shared: dict[Any, Extension] = {}
-        self.dependencies: dict[str, DependencyProvider] = {}
+        self.dependencies: dict[str, DependencyProvider] = {
+            attr: provider.bind(self, attr) for attr, provider in dependencies_of(service_cls).items()
+        }
         self.entrypoints: list[Entrypoint] = []
         for attr, value in _class_members(service_cls):
-            if isinstance(value, DependencyProvider):
-                self.dependencies[attr] = value.bind(self, attr)
             for entrypoint in entrypoints_of(value):
                 if attr.startswith("_"):
                     raise ConfigError(
@@ -164,7 +141,8 @@ class ServiceContainer:
                 self._start_loop()
             for extension in [*self.dependencies.values(), *self.entrypoints]:
                 extension.setup()  # shared extensions are set up as entrypoints create them
-            self.shared_extension(ServiceAnnouncer, ServiceAnnouncer)  # last: `up` follows the consumers
+            for factory in self._extra:  # last: an announcer's `up` follows the consumers
+                self.shared_extension(factory, factory)
             self.connection.start(wait=wait)
             for extension in self._extensions():
                 extension.start()
@@ -178,8 +156,9 @@ class ServiceContainer:
     def stop(self, grace: float | None = None) -> bool:
         """Stop consuming, let in-flight calls finish (up to ``grace`` s), then close.
 
-        Returns False if calls were still running at the end of the grace period: they are
-        left unacked, so the broker delivers them again to another worker.
+        Returns False if calls were still running at the end of the grace period, or if the
+        broker had not confirmed every reply, event and ack when the connection closed: those
+        are left unacked, so the broker delivers them again to another worker.
         """
         grace = self.config.grace if grace is None else grace
         for entrypoint in [*self.entrypoints, *self._shared.values()]:
@@ -193,7 +172,16 @@ class ServiceContainer:
         self.connection.stop()
         self._stop_pools(wait=finished)
         self._started = False
-        return finished
+        undone = self.connection.left_undone
+        if undone is None:  # e.g. a blackholed link: the close itself went unanswered
+            _log.warning("service %s: the connection closed without the broker's answer; the "
+                         "acks, replies and events sent last may be lost, and their requests "
+                         "may run again elsewhere", self.service_name)
+        elif undone:
+            _log.warning("service %s: %d replies, events or acks not confirmed by the broker "
+                         "when the connection closed; their requests will be redelivered",
+                         self.service_name, undone)
+        return finished and undone == 0
 
     def kill(self) -> None:
         """Stop at once: nothing in flight is acked, so the broker redelivers it."""
@@ -257,85 +245,76 @@ class ServiceContainer:
             if self._inflight == 0:
                 self._idle.notify_all()
 
-    def run_worker(self, worker_ctx: WorkerContext, on_result: ResultHandler) -> None:
-        """Run one call in the calling thread (sync) or on the loop (``async def``).
+    def spawn_worker(self, entrypoint: Entrypoint, args: Sequence[Any], kwargs: dict[str, Any],
+                     context: Context | None = None, on_result: ResultHandler | None = None, *,
+                     request_id: str | None = None, deadline: float | None = None,
+                     redelivered: bool = False) -> WorkerContext:
+        """Run one call of ``entrypoint`` as a worker; returns its context at once for async.
 
-        ``on_result`` publishes the outcome; it runs after ``worker_result`` (so a
-        database commit precedes the reply) and before ``worker_teardown``.
+        A plain handler runs in the calling thread (entrypoints call this from the handler
+        pool, see ``submit``); an ``async def`` one is handed to the container's loop. Both
+        go through the same steps (``_worker_steps``). ``on_result(ctx, result, exc_info)``
+        publishes the outcome: it runs after ``worker_result`` (so a database commit
+        precedes the reply) and before ``worker_teardown``.
         """
-        if worker_ctx.entrypoint.is_async:
-            loop = self._loop
-            assert loop is not None
-            self._enter()
-            future = asyncio.run_coroutine_threadsafe(self._run_async(worker_ctx, on_result), loop)
-            future.add_done_callback(lambda _: self._leave())
-            return
-        service, exc_info = self._prepare(worker_ctx)
-        result = None
-        if exc_info is None:
-            try:
-                result = getattr(service, worker_ctx.method_name)(*worker_ctx.args, **worker_ctx.kwargs)
-            except BaseException:
-                exc_info = sys.exc_info()  # type: ignore[assignment]
-        self._finish(worker_ctx, result, exc_info, on_result)
+        worker_ctx = WorkerContext(self, entrypoint, args, kwargs, context, request_id=request_id,
+                                   deadline=deadline, redelivered=redelivered)
+        steps = self._worker_steps(worker_ctx, on_result or _no_result)
+        if not entrypoint.is_async:
+            _drive(steps)
+            return worker_ctx
+        loop = self._loop
+        assert loop is not None, "async entrypoint in a container without a loop"
+        self._enter()
+        future = asyncio.run_coroutine_threadsafe(_drive_async(steps), loop)
+        future.add_done_callback(lambda done: self._async_worker_done(worker_ctx, done))
+        return worker_ctx
 
-    async def _run_async(self, worker_ctx: WorkerContext, on_result: ResultHandler) -> None:
-        service, exc_info = self._prepare(worker_ctx, run_setup=False)
-        result = None
-        if exc_info is None:
-            try:
-                for dependency in self.dependencies.values():
-                    await dependency.worker_setup_async(worker_ctx)
-                handler = getattr(service, worker_ctx.method_name)
-                result = await handler(*worker_ctx.args, **worker_ctx.kwargs)
-            except BaseException:
-                exc_info = sys.exc_info()  # type: ignore[assignment]
+    def _async_worker_done(self, worker_ctx: WorkerContext, future: Future[None]) -> None:
         try:
-            for dependency in self.dependencies.values():
-                try:
-                    await dependency.worker_result_async(worker_ctx, result, exc_info)
-                except BaseException:
-                    _log.exception("%s: worker_result of %s failed", worker_ctx, dependency.attr_name)
-                    if exc_info is None:
-                        result, exc_info = None, sys.exc_info()  # type: ignore[assignment]
-            self._log_outcome(worker_ctx, exc_info)
-            on_result(worker_ctx, result, exc_info)
+            if not future.cancelled() and future.exception() is not None:
+                _log.error("%s: unhandled error in a worker", worker_ctx, exc_info=future.exception())
         finally:
-            for dependency in self.dependencies.values():
-                try:
-                    await dependency.worker_teardown_async(worker_ctx)
-                except BaseException:
-                    _log.exception("%s: worker_teardown of %s failed", worker_ctx, dependency.attr_name)
-            self._notify_observers(worker_ctx, result, exc_info)
+            self._leave()
 
-    def _prepare(self, worker_ctx: WorkerContext, run_setup: bool = True) -> tuple[Any, ExcInfo]:
+    def _worker_steps(self, worker_ctx: WorkerContext,
+                      on_result: ResultHandler) -> Generator[_Step, Any, None]:
+        """The one worker lifecycle; ``_drive`` runs its steps, ``_drive_async`` awaits them.
+
+        Each yielded step is a hook (or the handler) to run; its value is sent back, its
+        exception thrown back in, so the order and error rules live here only: a failing
+        setup skips the handler; a failing ``worker_result`` turns a success into that
+        error; teardown and observers always run, and their failures are only logged.
+        """
+        result: Any = None
+        exc_info: ExcInfo = None
         try:
             service = self.service_cls()
             worker_ctx.service = service
             for attr, dependency in self.dependencies.items():
                 setattr(service, attr, dependency.get_dependency(worker_ctx))
-            for dependency in self.dependencies.values() if run_setup else ():
-                dependency.worker_setup(worker_ctx)
+            for dependency in self.dependencies.values():
+                yield _Step(dependency.worker_setup, dependency.worker_setup_async, (worker_ctx,))
+            handler = getattr(service, worker_ctx.method_name)
+            result = yield _Step(handler, handler, tuple(worker_ctx.args), worker_ctx.kwargs)
         except BaseException:
-            return None, sys.exc_info()  # type: ignore[return-value]
-        return service, None
-
-    def _finish(self, worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo,
-                on_result: ResultHandler) -> None:
+            result, exc_info = None, _exc_info()
         try:
             for dependency in self.dependencies.values():
                 try:
-                    dependency.worker_result(worker_ctx, result, exc_info)
+                    yield _Step(dependency.worker_result, dependency.worker_result_async,
+                                (worker_ctx, result, exc_info))
                 except BaseException:
                     _log.exception("%s: worker_result of %s failed", worker_ctx, dependency.attr_name)
                     if exc_info is None:
-                        result, exc_info = None, sys.exc_info()  # type: ignore[assignment]
+                        result, exc_info = None, _exc_info()
             self._log_outcome(worker_ctx, exc_info)
             on_result(worker_ctx, result, exc_info)
         finally:
             for dependency in self.dependencies.values():
                 try:
-                    dependency.worker_teardown(worker_ctx)
+                    yield _Step(dependency.worker_teardown, dependency.worker_teardown_async,
+                                (worker_ctx,))
                 except BaseException:
                     _log.exception("%s: worker_teardown of %s failed", worker_ctx, dependency.attr_name)
             self._notify_observers(worker_ctx, result, exc_info)
@@ -403,3 +382,57 @@ def _class_members(cls: type) -> list[tuple[str, Any]]:
     for klass in reversed(cls.__mro__):
         members.update(vars(klass))
     return sorted(members.items())
+
+
+def _drive(steps: Generator[_Step, Any, None]) -> None:
+    """Run a worker's steps in this thread (a plain handler, the sync hooks)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration:
+            return
+        try:
+            value, error = step.run(*step.args, **step.kwargs), None
+        except BaseException as exc:
+            value, error = None, exc
+
+
+async def _drive_async(steps: Generator[_Step, Any, None]) -> None:
+    """Await a worker's steps on the container's loop (an ``async def`` handler, async hooks)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration:
+            return
+        try:
+            value, error = await step.run_async(*step.args, **step.kwargs), None
+        except BaseException as exc:
+            value, error = None, exc
+
+
+def _exc_info() -> ExcInfo:
+    exc_type, exc, tb = sys.exc_info()
+    assert exc_type is not None and exc is not None
+    return exc_type, exc, tb
+
+
+def _no_result(worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+    """The default ``on_result``: the outcome is logged and observed, nobody awaits it."""
+
+
+def dependencies_of(service_cls: type) -> dict[str, DependencyProvider]:
+    """The dependency declarations of a service class (unbound), by attribute name.
+
+    A bare ``Config`` value reads as ``ConfigDependency`` (``config = Config()``, as in Nameko).
+    """
+    found: dict[str, DependencyProvider] = {}
+    for attr, value in _class_members(service_cls):
+        if isinstance(value, Config):
+            found[attr] = ConfigDependency()
+        elif isinstance(value, DependencyProvider):
+            found[attr] = value
+    return found

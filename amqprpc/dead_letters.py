@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .messages import Outgoing
+from .transport.base import Outgoing
 
 ATTEMPTS_HEADER: Final = "x-amqprpc-attempts"
 ERROR_HEADER: Final = "x-amqprpc-error"
@@ -67,7 +67,7 @@ class RetryPolicy:
 
     def delay_ms(self, attempt: int) -> int:
         """Milliseconds to wait after failed run number ``attempt`` (1-based)."""
-        seconds = min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay)
+        seconds: float = min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay)
         return max(1, round(seconds * 1000))
 
     def all_delays_ms(self) -> list[int]:
@@ -149,7 +149,8 @@ def _origin_headers(received: Received, queue: str) -> dict[str, Any]:
 
 
 def _copy_properties(received: Received, headers: dict[str, Any]) -> dict[str, Any]:
-    properties = {k: received.properties[k] for k in _KEPT_PROPERTIES if k in received.properties}
+    properties: dict[str, Any] = {k: received.properties[k] for k in _KEPT_PROPERTIES
+                                  if k in received.properties}
     properties["delivery_mode"] = 2  # a copy is as durable as an event
     properties["application_headers"] = headers
     return properties

@@ -13,27 +13,42 @@ that this object owns: ``start()`` returns once the server answers its protocol,
 * :class:`RabbitServer`: a private RabbitMQ node from the installed ``rabbitmq-server``,
   with the project's ``rabbitmq.conf``, its own node name, ports, cookie and data
   directory, listening on 127.0.0.1 only. It shares nothing with a system node.
+
+On a broker that is already running (a shared one), :func:`make_vhost` gives ``dev`` a
+virtual host of its own, so its services do not mix with other people's: through the
+management API when it answers (``PUT /api/vhosts/<name>``, then the user's permissions),
+else with ``rabbitmqctl`` when the broker is on this machine.
 """
 
 from __future__ import annotations
 
+import base64
+import getpass
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
-__all__ = ["DevServerError", "RabbitServer", "SecantusServer", "free_port", "rabbitmq_installed"]
+from .exceptions import AmqpRpcError
+from .transport.address import BrokerAddress
+
+__all__ = ["DevServerError", "RabbitServer", "SecantusServer", "dev_vhost_name", "free_port",
+           "make_vhost", "rabbitmq_installed", "vhost_usable", "with_vhost"]
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 RABBITMQ_INSTALL = "apt-get install -y rabbitmq-server"
 _AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 
 
-class DevServerError(RuntimeError):
+class DevServerError(AmqpRpcError, RuntimeError):
     """Raised when a development server cannot start (the message ends with its log)."""
 
 
@@ -209,7 +224,7 @@ class RabbitServer(_ChildServer):
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "HOME": str(base / "home"),
-            "RABBITMQ_NODENAME": "amqprpc-dev@localhost",
+            "RABBITMQ_NODENAME": self.NODENAME,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
@@ -227,12 +242,113 @@ class RabbitServer(_ChildServer):
     def _ready(self) -> bool:
         return amqp_answers("127.0.0.1", self.port)
 
+    NODENAME = "amqprpc-dev@localhost"
+
+    def ctl_env(self) -> dict[str, str]:
+        """The environment ``rabbitmqctl -n NODENAME`` needs to reach this node (its cookie)."""
+        return self._env()
+
     def log_tail(self, lines: int = 20) -> str:
         tail = super().log_tail(lines)
         node_log = self.base_dir / "log" / "amqprpc-dev@localhost.log"
         if node_log.exists():
             tail += "\n" + "\n".join(node_log.read_text(errors="replace").splitlines()[-lines:])
         return tail
+
+
+def dev_vhost_name(state_dir: Path) -> str:
+    """``amqprpc-dev-<user>-<project>``: one vhost per person and project, the same every run."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "user"
+    name = f"amqprpc-dev-{user}-{state_dir.resolve().parent.name or 'project'}"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:100]
+
+
+def with_vhost(broker_url: str, vhost: str) -> str:
+    """``broker_url`` (every ``;``-separated node, TLS query kept) pointing at ``vhost``."""
+    out = []
+    for part in broker_url.split(";"):
+        parts = urlsplit(part.strip())
+        out.append(urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, "")))
+    return ";".join(out)
+
+
+def vhost_usable(address: BrokerAddress, vhost: str, timeout: float = 3.0) -> bool:
+    """Whether ``address``'s user can log in to ``vhost`` (plain AMQP only): then it exists
+    with rights, and ``dev`` need not make it again (each ``rabbitmqctl`` run costs ~1 s)."""
+    from .transport.pyamqp import can_log_in  # here: `import amqprpc.cli` stays cheap
+
+    return can_log_in(address, vhost, timeout)
+
+
+def make_vhost(address: BrokerAddress, vhost: str, *, management_url: str | None = None,
+               ctl_env: Mapping[str, str] | None = None, ctl_node: str | None = None) -> str:
+    """Create ``vhost`` (if new) with every right for ``address``'s user; says how it did.
+
+    Tries the management API (``management_url``, default ``http://<host>:15672``), then
+    ``rabbitmqctl`` (``-n ctl_node``, with ``ctl_env``) when the broker is on this machine.
+    DevServerError, naming what each way answered, when neither works.
+    """
+    url = management_url or f"http://{_url_host(address.host)}:15672"
+    try:
+        _management_put(url, address, vhost)
+        return f"the management API at {url}"
+    except DevServerError as exc:
+        problems = [str(exc)]
+    if address.host in ("127.0.0.1", "localhost", "::1"):
+        try:
+            _rabbitmqctl(ctl_env, ctl_node, "add_vhost", vhost)
+            _rabbitmqctl(ctl_env, ctl_node, "set_permissions", "-p", vhost, address.userid, ".*", ".*", ".*")
+            return "rabbitmqctl"
+        except DevServerError as exc:
+            problems.append(str(exc))
+    else:
+        problems.append(f"rabbitmqctl: the broker is not on this machine ({address.host})")
+    raise DevServerError(f"cannot create the vhost {vhost!r}: " + "; ".join(problems))
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _management_put(base: str, address: BrokerAddress, vhost: str, timeout: float = 5.0) -> None:
+    import urllib.error
+    import urllib.request  # here: `import amqprpc.cli` stays cheap
+
+    token = base64.b64encode(f"{address.userid}:{address.password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    name = quote(vhost, safe="")
+    for path, body in ((f"/api/vhosts/{name}", {}),
+                       (f"/api/permissions/{name}/{quote(address.userid, safe='')}",
+                        {"configure": ".*", "write": ".*", "read": ".*"})):
+        request = urllib.request.Request(base.rstrip("/") + path, data=json.dumps(body).encode(),
+                                         headers=headers, method="PUT")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                pass
+        except urllib.error.HTTPError as exc:
+            raise DevServerError(f"management API: PUT {path} answered {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DevServerError(f"management API at {base}: {reason}") from None
+
+
+def _rabbitmqctl(env: Mapping[str, str] | None, node: str | None, *args: str) -> None:
+    tool = shutil.which("rabbitmqctl") if env is None else str(RABBITMQ_BIN / "rabbitmqctl")
+    if tool is None or not Path(tool).exists():
+        raise DevServerError("rabbitmqctl is not installed here")
+    command = [tool, *(["-n", node] if node else []), "-q", *args]
+    try:
+        subprocess.run(command, env=dict(env) if env is not None else None, check=True,
+                       capture_output=True, text=True, timeout=60)
+    except subprocess.CalledProcessError as exc:
+        output = (exc.stderr or exc.stdout or "").strip().splitlines()
+        raise DevServerError(f"`rabbitmqctl {' '.join(args[:2])}` failed (exit {exc.returncode})"
+                             + (f": {output[-1]}" if output else "")) from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DevServerError(f"rabbitmqctl: {exc}") from None
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -20,19 +20,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from .config import Config
 from .dead_letters import DeadLetterInfo, Received, original_queue, read_dead_letter, replay_copy
 from .exceptions import AmqpRpcError
-from .publisher import settle
+from .futures import settle
 from .topology import dead_letter_queue
-from .transport import RECOVERABLE_ERRORS, BrokerConnection
+from .transport import Delivery, Outgoing, create_transport
 
-T = TypeVar("T")
 DLQ_SUFFIX = ".dlq"
 
 
@@ -54,15 +52,13 @@ def dlq_name(queue: str) -> str:
 
 
 class DeadLetterQueue:
-    """One DLQ, over a connection of its own (``with`` opens and closes it)."""
+    """One DLQ, over a transport of its own (``with`` opens and closes it)."""
 
     def __init__(self, queue: str, *, config: Config | None = None, timeout: float = 30.0) -> None:
         self.name = dlq_name(queue)
         self.config = config or Config()
         self.timeout = timeout
-        self.connection = BrokerConnection(self.config.broker_url, name=f"dlq-{self.name}",
-                                           heartbeat=self.config.heartbeat,
-                                           connect_timeout=self.config.connect_timeout)
+        self.connection = create_transport(self.config, name=f"dlq-{self.name}")
         self._returned: str | None = None
         self.connection.on_return(self._on_return)
 
@@ -77,24 +73,25 @@ class DeadLetterQueue:
 
     def count(self) -> int:
         """Dead letters waiting (ready, not counting any a consumer holds)."""
-        return int(self._on_io(lambda channel: self._declare_passive(channel, self.name)))
+        info = self.connection.queue_info(self.name, self.timeout)
+        if info is None:
+            raise QueueNotFound(f"no queue named {self.name!r} on this broker")
+        return info.message_count
 
     def peek(self, limit: int = 20) -> list[DeadLetterInfo]:
         """Up to ``limit`` dead letters from the head of the queue, left in place."""
         self.count()  # a clear QueueNotFound first
-
-        def take(channel: Any) -> list[DeadLetterInfo]:
-            messages = []
+        taken: list[Delivery] = []
+        try:
             for _ in range(limit):
-                message = channel.basic_get(self.name, no_ack=False)
-                if message is None:
+                delivery = self.connection.get(self.name, self.timeout)
+                if delivery is None:
                     break
-                messages.append(message)
-            for message in messages:  # back where they were
-                channel.basic_reject(message.delivery_tag, requeue=True)
-            return [read_dead_letter(_received(message)) for message in messages]
-
-        return self._on_io(take)
+                taken.append(delivery)
+        finally:
+            for delivery in taken:  # back where they were
+                self.connection.reject(delivery, requeue=True)
+        return [read_dead_letter(_received(delivery)) for delivery in taken]
 
     def replay(self, *, limit: int | None = None, target: str | None = None) -> ReplayReport:
         """Send dead letters back to their queue (or ``target``), oldest first."""
@@ -102,54 +99,41 @@ class DeadLetterQueue:
         if limit is not None:
             todo = min(todo, limit)
         report = ReplayReport()
-        keep: list[int] = []
-        ack: int | None = None
-        for _ in range(todo):
-            step = self._on_io(lambda channel, ack=ack: self._replay_one(channel, ack, target))
-            ack = None
-            if step is None:
-                break
-            tag, received, confirm = step
-            why = self._why_not_replayed(confirm, target or original_queue(received))
-            if why is None:
-                ack = tag
-                report.replayed += 1
-            else:
-                keep.append(tag)
-                report.kept.append((read_dead_letter(received), why))
-
-        def settle_all(channel: Any) -> None:
-            if ack is not None:
-                channel.basic_ack(ack)
-            for tag in keep:
-                channel.basic_reject(tag, requeue=True)
-
-        self._on_io(settle_all)
+        keep: list[Delivery] = []
+        try:
+            for _ in range(todo):
+                delivery = self.connection.get(self.name, self.timeout)
+                if delivery is None:
+                    break
+                received = _received(delivery)
+                destination = target or original_queue(received)
+                why = self._why_not_replayed(self._send_copy(received, destination), destination)
+                if why is None:
+                    self.connection.ack(delivery)
+                    report.replayed += 1
+                else:
+                    keep.append(delivery)
+                    report.kept.append((read_dead_letter(received), why))
+        finally:
+            for delivery in keep:
+                self.connection.reject(delivery, requeue=True)
         return report
 
     def purge(self) -> int:
         """Delete every dead letter; returns how many there were."""
         self.count()
-        return int(self._on_io(lambda channel: channel.queue_purge(self.name) or 0))
+        return self.connection.purge(self.name, self.timeout)
 
-    # ------------------------------------------------------------ I/O thread
+    # ------------------------------------------------------------ helpers
 
-    def _replay_one(self, channel: Any, ack: int | None,
-                    target: str | None) -> tuple[int, Received, Future[None] | None] | None:
-        if ack is not None:
-            channel.basic_ack(ack)
-        message = channel.basic_get(self.name, no_ack=False)
-        if message is None:
-            return None
-        received = _received(message)
-        destination = target or original_queue(received)
+    def _send_copy(self, received: Received, destination: str | None) -> Future[None] | None:
         if not destination:
-            return message.delivery_tag, received, None
+            return None
         confirm: Future[None] = Future()
         self._returned = None  # one publish in flight: a return before its confirm is its own
         self.connection.publish(replay_copy(received, destination),
                                 on_confirm=lambda error: settle(confirm, error))
-        return message.delivery_tag, received, confirm
+        return confirm
 
     def _why_not_replayed(self, confirm: Future[None] | None, destination: str | None) -> str | None:
         """None if the copy reached its queue; else why the letter stays in the DLQ."""
@@ -163,36 +147,10 @@ class DeadLetterQueue:
             return f"queue {destination!r} refused it ({self._returned}): it no longer exists?"
         return None
 
-    def _on_return(self, message: Any, reply_text: str) -> None:
+    def _on_return(self, message: Outgoing, reply_text: str) -> None:
         self._returned = reply_text or "returned"
 
-    @staticmethod
-    def _declare_passive(channel: Any, name: str) -> int:
-        try:
-            return int(channel.queue_declare(name, passive=True).message_count)
-        except Exception as exc:
-            if getattr(exc, "reply_code", None) == 404:
-                raise QueueNotFound(f"no queue named {name!r} on this broker") from exc
-            raise
 
-    def _on_io(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(channel)`` on the connection's I/O thread and return its result."""
-        future: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn(self.connection.channel))
-            except BaseException as exc:
-                future.set_exception(exc)
-                cause = exc.__cause__ if isinstance(exc, QueueNotFound) else exc
-                if isinstance(cause, RECOVERABLE_ERRORS):  # the broker closed the channel:
-                    raise cause from None  # the transport reconnects (a bug would kill it)
-
-        self.connection.call_soon(run)
-        return future.result(self.timeout)
-
-
-def _received(message: Any) -> Received:
-    info = message.delivery_info
-    return Received(message.body, dict(message.properties), info.get("exchange", ""),
-                    info.get("routing_key", ""))
+def _received(delivery: Delivery) -> Received:
+    return Received(delivery.body, dict(delivery.properties), delivery.exchange,
+                    delivery.routing_key)

@@ -7,7 +7,8 @@ The tree::
     ├── BrokerError                     talking to RabbitMQ failed
     │   ├── BrokerUnreachable           could not connect (also ConnectionError)
     │   ├── BrokerBlocked               the broker refuses publishes for now (a resource alarm)
-    │   └── ConnectionLost              the connection broke with this call in flight
+    │   ├── ConnectionLost              the connection broke with this call in flight
+    │   └── ConfirmTimeout              published, but not confirmed in time (also TimeoutError)
     ├── RpcTimeout                      no reply by the call's deadline (also TimeoutError)
     ├── UnknownService                  no queue is bound for the service
     ├── RemoteError                     the handler raised; carries the remote type and message
@@ -15,6 +16,13 @@ The tree::
         ├── MethodNotFound              no @rpc method of that name
         ├── IncorrectSignature          the arguments do not fit the method
         └── MalformedRequest            undecodable, oversized or incomplete message
+
+Defined beside the code that raises them, under the same root (this module holds the
+errors a caller of a service can meet; tests/unit/test_architecture.py checks the root):
+``entrypoints.events.WorkerLost`` (a run died before it finished; callers see it as a
+``RemoteError``), ``discovery.DescriptorError`` (a malformed announcement; also
+``ValueError``), ``devservers.DevServerError`` (``amqprpc dev`` could not start a server;
+also ``RuntimeError``), and the testing kit's ``ExtensionNotFound`` and ``EntrypointTimeout``.
 
 Errors that cross the wire are data: ``{"exc_type", "exc_path", "exc_args", "value"}``
 (Nameko's format). The caller rebuilds only classes on an allow-list and raises
@@ -32,6 +40,7 @@ __all__ = [
     "BrokerError",
     "BrokerUnreachable",
     "ConfigError",
+    "ConfirmTimeout",
     "ConnectionLost",
     "IncorrectSignature",
     "MalformedRequest",
@@ -77,6 +86,13 @@ class ConnectionLost(BrokerError, ConnectionError):
     """Raised for a call whose connection broke before its reply arrived.
 
     The request may or may not have run: the caller decides whether a retry is safe.
+    """
+
+
+class ConfirmTimeout(BrokerError, TimeoutError):
+    """Raised when published messages are still unconfirmed by the broker after a timeout.
+
+    They may yet arrive: the broker has not refused them, it has not answered.
     """
 
 

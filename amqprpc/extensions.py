@@ -16,29 +16,115 @@ Per call, each dependency provider sees::
 ``__init__`` only records arguments: resources open in ``setup`` and close in ``stop``.
 Decorators record an entrypoint on the function and return the function unchanged, so a
 service method is still a plain method (unit tests call it without a broker).
+
+Extensions see their container through ``Container``, the part of
+``containers.ServiceContainer`` they may use: this module sits below the container and
+never imports it (tests/unit/test_architecture.py holds the layers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, Self, TypeVar
 
-if TYPE_CHECKING:
-    from .containers import ServiceContainer, WorkerContext
+from .config import Config
+from .messages import CALL_ID_STACK, Context, child_call_stack
+from .transport import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
+X = TypeVar("X", bound="Extension")
 ENTRYPOINTS_ATTR = "__amqprpc_entrypoints__"
 ExcInfo = tuple[type[BaseException], BaseException, Any] | None
+ResultHandler = Callable[["WorkerContext", Any, ExcInfo], None]
+
+
+class Container(Protocol):
+    """What an extension may ask of the container that owns it."""
+
+    service_cls: type
+    service_name: str
+    config: Config
+    connection: Transport
+    entrypoints: list[Entrypoint]
+    dependencies: dict[str, DependencyProvider]
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def shared_extension(self, key: Any, factory: Callable[[], X]) -> X: ...
+
+    def submit(self, fn: Callable[[], None]) -> None: ...
+
+    def spawn_worker(self, entrypoint: Entrypoint, args: Sequence[Any], kwargs: dict[str, Any],
+                     context: Context | None = None, on_result: ResultHandler | None = None, *,
+                     request_id: str | None = None, deadline: float | None = None,
+                     redelivered: bool = False) -> WorkerContext: ...
+
+
+class WorkerContext:
+    """Everything about one call: which service and method, its arguments and context.
+
+    ``data`` is the context that arrived (``user_id``, ``auth_token``, ...) and travels
+    on with every call and event the handler makes; ``call_id_stack`` ends with this call.
+    ``request_id`` is the same across redeliveries of one request (the correlation id),
+    for once-only effects.
+    """
+
+    def __init__(
+        self,
+        container: Container,
+        entrypoint: Entrypoint,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        data: Context | None = None,
+        *,
+        request_id: str | None = None,
+        deadline: float | None = None,
+        redelivered: bool = False,
+    ) -> None:
+        self.container = container
+        self.entrypoint = entrypoint
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.call_id = f"{container.service_name}.{entrypoint.method_name}.{uuid.uuid4()}"
+        incoming = dict(data or {})
+        self.call_id_stack = child_call_stack(incoming, self.call_id)
+        self.data: Context = {**incoming, CALL_ID_STACK: self.call_id_stack}
+        self.request_id = request_id or self.call_id
+        self.deadline = deadline
+        self.redelivered = redelivered
+        self.service: Any = None
+
+    @property
+    def service_name(self) -> str:
+        return self.container.service_name
+
+    @property
+    def method_name(self) -> str:
+        return self.entrypoint.method_name
+
+    def remaining(self) -> float | None:
+        """Seconds left before the caller's deadline, if the call carries one."""
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def __repr__(self) -> str:
+        return f"<WorkerContext {self.call_id}>"
 
 
 class Extension:
     """Something a container owns for its lifetime."""
 
-    container: ServiceContainer
+    container: Container
     attr_name: str = ""
 
-    def bind(self, container: ServiceContainer, attr_name: str) -> Self:
+    def bind(self, container: Container, attr_name: str) -> Self:
         """A copy of this declaration that belongs to one container."""
         bound = copy.copy(self)
         bound.container = container
@@ -99,10 +185,7 @@ class Entrypoint(Extension):
     expected_exceptions: tuple[type[BaseException], ...] = ()
     is_async: bool = False
 
-    # Subclasses with no arguments may be applied bare (``@rpc``) or called (``@rpc()``).
-    decorator_kwargs: ClassVar[tuple[str, ...]] = ()
-
-    def bind_method(self, container: ServiceContainer, method_name: str) -> Self:
+    def bind_method(self, container: Container, method_name: str) -> Self:
         bound = self.bind(container, method_name)
         bound.method_name = method_name
         return bound

@@ -15,15 +15,16 @@ import logging
 import os
 import threading
 import uuid
-from concurrent.futures import Future, InvalidStateError, wait
+from concurrent.futures import Future, wait
 from typing import Any
 
 from .config import Config
-from .exceptions import BrokerBlocked, BrokerError, ConfigError, ConnectionLost
-from .messages import Context, Outgoing, build_event
+from .exceptions import BrokerBlocked, BrokerError, ConfigError, ConfirmTimeout, ConnectionLost
+from .futures import settle
+from .messages import Context, build_event
 from .serialization import Codec, codec_named
-from .topology import MAX_NAME_LENGTH, declare_event_exchange, event_exchange
-from .transport import BrokerConnection
+from .topology import MAX_NAME_LENGTH, event_exchange_entity
+from .transport import Outgoing, create_transport
 
 _log = logging.getLogger(__name__)
 
@@ -36,7 +37,34 @@ def event_message(source: str, event_type: str, payload: Any, *, codec: Codec,
     message = build_event(source, event_type, payload, codec=codec, context=context,
                           header_prefix=header_prefix)
     message.properties["message_id"] = uuid.uuid4().hex
+    message.mandatory = True  # an event no queue takes comes back: see UnroutableEvents
     return message
+
+
+class UnroutableEvents:
+    """A return callback that counts events the broker could route to no queue (R3).
+
+    Events stay fire-and-forget (the dispatch is still confirmed, nobody raises), but an
+    event nobody subscribes to is usually a typo or a handler not deployed yet: the first
+    of each exchange and event type is logged as a warning, and every one is counted in
+    ``counts``. Memory grows with distinct event types only. Runs on the I/O thread.
+    """
+
+    def __init__(self, exchange: str | None = None) -> None:
+        self.exchange = exchange  # only this exchange's events (None: every ``*.events``)
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def __call__(self, message: Outgoing, reply_text: str) -> None:
+        if self.exchange is not None and message.exchange != self.exchange:
+            return
+        if not message.exchange.endswith(".events"):
+            return  # a request: the caller that sent it handles its return
+        key = (message.exchange, message.routing_key)
+        count = self.counts[key] = self.counts.get(key, 0) + 1
+        if count == 1:
+            _log.warning("event %r on exchange %r reached no queue (%s): nobody subscribes to "
+                         "it; further ones are only counted", message.routing_key,
+                         message.exchange, reply_text)
 
 
 def check_event_names(source: str, event_type: str) -> None:
@@ -46,17 +74,6 @@ def check_event_names(source: str, event_type: str) -> None:
             raise ConfigError(f"{what} must be a non-empty string, got {value!r}")
         if len(value.encode("utf-8")) > MAX_NAME_LENGTH - len(".events"):
             raise ConfigError(f"{what} {value[:40]!r}... is too long for the broker")
-
-
-def settle(future: Future[None], error: BaseException | None) -> None:
-    """Resolve a dispatch future from a confirm callback (a no-op if already resolved)."""
-    try:
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:
-        pass
 
 
 class EventPublisher:
@@ -80,15 +97,11 @@ class EventPublisher:
         self.config = config.replace(broker_url=broker_url) if broker_url else config
         self.context = dict(context or {})
         self._codec = codec_named(self.config.serializer)
-        self.connection = BrokerConnection(
-            self.config.broker_url,
-            name=name or f"events-{os.getpid()}",
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
-        )
-        self.connection.on_connect(self._on_connect)
-        # Sources whose exchange this connection declared: written on the I/O thread, read
-        # by dispatchers (a stale "yes" after a reconnect is harmless: the exchange is durable).
+        self.connection = create_transport(self.config, name=name or f"events-{os.getpid()}")
+        self._unroutable = UnroutableEvents()
+        self.connection.on_return(self._unroutable)
+        # Sources whose exchange this transport declared (and declares again on every
+        # reconnect): written on the I/O thread, read by dispatchers.
         self._declared: set[str] = set()
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -103,6 +116,11 @@ class EventPublisher:
                 self.flush(self.config.rpc_timeout)
         finally:
             self.stop()
+
+    @property
+    def unroutable(self) -> dict[tuple[str, str], int]:
+        """Events the broker routed to no queue, by ``(exchange, event type)``."""
+        return self._unroutable.counts
 
     def start(self, wait: bool = True) -> None:
         """Connect (raising BrokerUnreachable at once with ``wait``, else retrying)."""
@@ -141,7 +159,7 @@ class EventPublisher:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every event dispatched so far is confirmed; raise the first failure.
 
-        Raises TimeoutError when confirms are still missing after ``timeout`` seconds.
+        Raises ConfirmTimeout (a TimeoutError) when confirms are still missing after ``timeout`` seconds.
         """
         with self._lock:
             pending = list(self._pending)
@@ -151,25 +169,21 @@ class EventPublisher:
             if error is not None:
                 raise error
         if not_done:
-            raise TimeoutError(f"{len(not_done)} events not confirmed by the broker "
+            raise ConfirmTimeout(f"{len(not_done)} events not confirmed by the broker "
                                f"within {timeout:g}s")
 
     # ------------------------------------------------------------ I/O thread
-
-    def _on_connect(self, channel: Any) -> None:
-        self._declared.clear()
 
     def _send(self, source: str, message: Outgoing, future: Future[None]) -> None:
         if future.done():  # stopped meanwhile
             return
         if source not in self._declared:
+            exchange = event_exchange_entity(source)
             try:
-                declare_event_exchange(self.connection.channel, source)
-            except ConnectionLost:
-                raise  # not connected: the transport runs this again on the next connection
-            except BaseException as exc:
-                settle(future, BrokerError(f"cannot declare exchange {event_exchange(source)!r}: {exc}"))
-                raise  # the channel is gone: the transport reconnects
+                self.connection.declare(exchange)
+            except BrokerError as exc:  # refused: the transport replaces its channel
+                settle(future, BrokerError(f"cannot declare exchange {exchange.name!r}: {exc}"))
+                return
             self._declared.add(source)
         self.connection.publish(message, on_confirm=lambda error: settle(future, error))
 

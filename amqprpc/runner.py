@@ -1,7 +1,9 @@
 """Run several services in one process, and find them in modules.
 
 ``ServiceRunner`` starts one container per service class and stops them together; the
-CLI's ``run`` command wires it to signals. ``find_services`` turns ``module[:Class]``
+CLI's ``run`` command wires it to signals. The runner is where a container gets the
+extensions every served service has (``SERVICE_EXTENSIONS``: the discovery announcer), so
+the container itself knows nothing of discovery. ``find_services`` turns ``module[:Class]``
 arguments into service classes, with errors a user can act on.
 """
 
@@ -12,13 +14,23 @@ import inspect
 import logging
 import sys
 from collections.abc import Iterable
+from types import ModuleType
 
 from .config import Config
-from .containers import ServiceContainer
+from .containers import ExtensionFactory, ServiceContainer
+from .discovery.announcer import ServiceAnnouncer
 from .exceptions import ConfigError
 from .extensions import entrypoints_of
 
 _log = logging.getLogger(__name__)
+
+# Shared extensions every served container runs, started after its entrypoints.
+SERVICE_EXTENSIONS: tuple[ExtensionFactory, ...] = (ServiceAnnouncer,)
+
+
+def service_container(service_cls: type, config: Config | None = None) -> ServiceContainer:
+    """A container for ``service_cls`` as ``amqprpc run`` builds it: announced on the bus."""
+    return ServiceContainer(service_cls, config, extensions=SERVICE_EXTENSIONS)
 
 
 class ServiceRunner:
@@ -29,7 +41,7 @@ class ServiceRunner:
         self.containers: list[ServiceContainer] = []
 
     def add_service(self, service_cls: type) -> ServiceContainer:
-        container = ServiceContainer(service_cls, self.config)
+        container = service_container(service_cls, self.config)
         if any(c.service_name == container.service_name for c in self.containers):
             raise ConfigError(f"service {container.service_name!r} is added twice")
         self.containers.append(container)
@@ -94,7 +106,7 @@ def is_service_class(cls: type) -> bool:
     )
 
 
-def _import(module_name: str) -> object:
+def _import(module_name: str) -> ModuleType:
     if "." not in sys.path and "" not in sys.path:
         sys.path.insert(0, ".")  # `amqprpc run services.x` from a project folder, like nameko
     try:

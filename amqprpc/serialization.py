@@ -67,6 +67,24 @@ class DecodeLimits:
         """A copy with some limits changed."""
         return replace(self, **changes)
 
+    @classmethod
+    def from_config(cls, config: Any) -> DecodeLimits:
+        """The limits a ``Config`` sets: ``max_message_size`` and the ``decode_max_*`` keys.
+
+        Read by name (config and serialization import neither other); the Config has
+        checked the values already, so this is cheap enough to call per message.
+        """
+        limits = object.__new__(cls)
+        for name, value in (("max_size", config.max_message_size), ("max_depth", config.decode_max_depth),
+                            ("max_items", config.decode_max_items), ("max_string", config.decode_max_string),
+                            ("max_digits", config.decode_max_digits)):
+            object.__setattr__(limits, name, value)
+        return limits
+
+    def decode(self, body: bytes | str, content_type: str | None) -> Any:
+        """``decode`` within these limits (for code that sees only the public API)."""
+        return decode(body, content_type, self)
+
 
 def limit_exceeded(limit: str, message: str) -> MalformedRequest:
     """The error for a body past a limit: ``limit`` names the config key that bounds it.

@@ -1,4 +1,9 @@
-"""Names and declare arguments of the event exchanges and queues: Nameko 2.x's, exactly.
+"""The topology as data: every exchange, queue and binding amqprpc declares, as values.
+
+Owners hand these to ``Transport.declare``, which declares them again on every reconnect;
+each exchange is described here once (``rpc_exchange``, ``DISCOVERY``, ``event_exchange``).
+
+Names and declare arguments of the event exchanges and queues are Nameko 2.x's, exactly.
 
 Declaring an entity that already exists with other flags or arguments fails with
 PRECONDITION_FAILED and closes the channel, so amqprpc declares what Nameko 2.14 declares
@@ -26,6 +31,7 @@ from typing import Any, Final
 
 from .config import Config
 from .exceptions import ConfigError
+from .transport.base import Binding, Entity, Exchange, Queue
 
 SERVICE_POOL: Final = "service_pool"
 SINGLETON: Final = "singleton"
@@ -37,15 +43,43 @@ _MIN_DELAY_QUEUE_EXPIRY_MS: Final = 60_000
 
 Arguments = dict[str, Any]
 
+DISCOVERY: Final = Exchange("amqprpc.discovery", "topic", durable=True, auto_delete=False)
+"""Where services announce themselves (``amqprpc.discovery``, topic, durable)."""
+
+
+def rpc_exchange(config: Config) -> Exchange:
+    """The RPC exchange (``nameko-rpc`` by default): topic, durable, as Nameko declares it."""
+    return Exchange(config.rpc_exchange, "topic", durable=True, auto_delete=False)
+
 
 def event_exchange(source: str) -> str:
     """The topic exchange a service's events are published on."""
     return f"{source}.events"
 
 
-def declare_event_exchange(channel: Any, source: str) -> None:
-    """Declare ``<source>.events`` as Nameko does (I/O thread only)."""
-    channel.exchange_declare(event_exchange(source), "topic", durable=True, auto_delete=False)
+def event_exchange_entity(source: str) -> Exchange:
+    """``<source>.events`` as Nameko declares it."""
+    return Exchange(event_exchange(source), "topic", durable=True, auto_delete=False)
+
+
+def rpc_queue_topology(config: Config, service: str) -> tuple[Entity, ...]:
+    """A service's RPC queue ``rpc-<service>`` bound to ``<service>.*`` (durable, Nameko's flags;
+    quorum: with the delivery limit)."""
+    queue = f"rpc-{service}"
+    return (rpc_exchange(config),
+            Queue(queue, durable=True, auto_delete=False, arguments=service_queue_arguments(config)),
+            Binding(queue, config.rpc_exchange, f"{service}.*"))
+
+
+def reply_queue_topology(config: Config, queue: str, routing_key: str) -> tuple[Entity, ...]:
+    """A caller's own reply queue (when not on direct reply-to), Nameko's scheme."""
+    return (Queue(queue, durable=False, exclusive=True, auto_delete=True),
+            Binding(queue, config.rpc_exchange, routing_key))
+
+
+def durable_queue(name: str, arguments: Arguments | None) -> Queue:
+    """A DLQ or delay queue: durable, shared, with ``arguments``."""
+    return Queue(name, durable=True, exclusive=False, auto_delete=False, arguments=arguments)
 
 
 def handler_queue(source: str, event_type: str, handler_type: str, service: str, method: str,

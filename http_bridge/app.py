@@ -26,14 +26,14 @@ from importlib import resources
 
 from aiohttp import web
 
-from amqprpc import AsyncRpcClient, Config, ServiceRegistry
+from amqprpc import AsyncRpcClient, Config, DecodeLimits, ServiceRegistry
 
 from .auth import Authenticator
 from .connections import ConnectionGate
 from .cors import CorsPolicy, cors_middleware
 from .errors import ApiError, error_body
 from .gateway import Gateway
-from .openapi import build_openapi
+from .openapi import build_openapi, listed_by
 from .settings import BridgeSettings
 from .soap import SOAP_PREFIX, SoapEndpoint
 
@@ -53,7 +53,7 @@ def create_app(
     """Build the bridge. Auth material (key file, JWT key) is loaded now: a bad one raises here."""
     config = config or Config.load()
     settings = settings or BridgeSettings.from_config(config)
-    gateway = Gateway(settings, Authenticator.from_settings(settings), config.decode_limits)
+    gateway = Gateway(settings, Authenticator.from_settings(settings), DecodeLimits.from_config(config))
     ops: dict[str, Handler] = {
         "/healthz": _healthz,
         "/readyz": _readyz,
@@ -145,7 +145,8 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _openapi(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     registry = gateway.registry
-    spec = build_openapi(gateway.table(), live=registry.is_live if registry else lambda service: False)
+    spec = build_openapi(gateway.table(), live=registry.is_live if registry else lambda service: False,
+                         listed=listed_by(registry), expected_status=gateway.settings.expected_error_status)
     return web.Response(text=json.dumps(spec, indent=1), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 

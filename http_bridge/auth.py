@@ -172,11 +172,11 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             raise CredentialsRefused(f"invalid token: {exc}") from None
         key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
-        if key is None:
+        if key is None or not isinstance(algorithm, str):
             raise CredentialsRefused(f"invalid token: algorithm {algorithm!r} is not accepted")
         return self._decode(token, key, algorithm, self._options)
 
-    def _decode(self, token: str, key: Any, algorithm: str, options: dict[str, Any]) -> Identity:
+    def _decode(self, token: str, key: Any, algorithm: str, options: Any) -> Identity:
         try:
             claims = jwt.decode(token, key, algorithms=[algorithm], audience=self.audience,
                                 issuer=self.issuer, leeway=self.leeway, options=options)

@@ -28,9 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from amqprpc import AsyncRpcClient, ServiceRegistry
+from amqprpc import AsyncRpcClient, DecodeLimits, ServiceRegistry
 from amqprpc.discovery import MethodDescriptor
-from amqprpc.serialization import DecodeLimits
 
 from .auth import Authenticator, Identity
 from .client_address import ClientAddresses

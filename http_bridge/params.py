@@ -3,8 +3,13 @@
 Path and query values are text, so they are converted by the parameter's schema (``"42"``
 -> 42 for an integer, ``"true"`` -> True for a boolean, a repeated query key -> a list for
 an array). JSON body values are checked as they are, strictly (``"42"`` is not an integer
-there; an integer is a number). Anything that does not fit is a 400 that names the field
-(``body.tags[2]``) and the problem, and nothing is sent to the service.
+there; an integer is a number). Anything that does not fit is a 400 that names every
+wrong field at once, each by where it came from (``path.user_id``, ``query.limit``,
+``body.tags[2]``), with its problem, and nothing is sent to the service::
+
+    {"error": {"status": 400, "code": "validation_error", "message": "2 invalid fields: ...",
+               "id": "...", "details": [{"field": "body.name", "problem": "expected string, got integer"},
+                                        {"field": "query.limit", "problem": "expected an integer, got 'x'"}]}}
 
 The validator covers the JSON Schema that ``amqprpc.discovery.schema`` produces: type,
 enum, anyOf, items, prefixItems, properties/required/additionalProperties, and the
@@ -20,14 +25,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from amqprpc import MalformedRequest
+from amqprpc import DecodeLimits, MalformedRequest
 from amqprpc.discovery import MethodDescriptor, ParamDescriptor
-from amqprpc.serialization import JSON, DecodeLimits, decode, limit_of
 
 from .errors import ApiError
 
 _INTEGER = re.compile(r"^[+-]?\d{1,40}$")
 _MAX_ITEMS_CHECKED = 100_000
+_MAX_PROBLEMS = 50  # listed in one answer; a hostile body cannot make it huge
+_BODY_VERBS = ("POST", "PUT", "PATCH")
 
 
 class Invalid(Exception):
@@ -45,57 +51,89 @@ def bind_arguments(
     query: list[tuple[str, str]],
     body: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The call's keyword arguments, or ApiError(400) naming the first field that is wrong."""
-    try:
-        return _bind(method, path_params, query, body)
-    except Invalid as exc:
-        raise ApiError(400, "validation_error", f"{exc.where}: {exc.problem}",
-                       details=[{"field": exc.where, "problem": exc.problem}]) from None
+    """The call's keyword arguments, or ApiError(400) listing every field that is wrong."""
+    found: list[Invalid] = []
+    kwargs = _bind(method, path_params, query, body, found)
+    if found:
+        raise validation_error(found)
+    return kwargs
 
 
-def _bind(method: MethodDescriptor, path_params: Mapping[str, str],
-          query: list[tuple[str, str]], body: Mapping[str, Any] | None) -> dict[str, Any]:
+def validation_error(found: list[Invalid]) -> ApiError:
+    """The one 400 for invalid arguments: a message for people, ``details`` for programs."""
+    found = found[:_MAX_PROBLEMS]
+    shown = "; ".join(str(item) for item in found[:5]) + ("; ..." if len(found) > 5 else "")
+    message = shown if len(found) == 1 else f"{len(found)} invalid fields: {shown}"
+    return ApiError(400, "validation_error", message,
+                    details=[{"field": item.where, "problem": item.problem} for item in found])
+
+
+def _bind(method: MethodDescriptor, path_params: Mapping[str, str], query: list[tuple[str, str]],
+          body: Mapping[str, Any] | None, found: list[Invalid]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    sources: dict[str, str] = {}  # every name given, valid or not: it is not "missing"
 
-    def put(name: str, value: Any, source: str) -> None:
+    def put(name: str, value: Any, ok: bool, source: str) -> None:
         if name in sources:
-            raise Invalid(name, f"given both in the {sources[name]} and in the {source}")
+            found.append(Invalid(f"{source}.{name}", f"also given in the {sources[name]}"))
+            return
         sources[name] = source
-        kwargs[name] = value
+        if ok:
+            kwargs[name] = value
+
+    def known(name: str, source: str) -> tuple[bool, Mapping[str, Any]]:
+        """Whether the method takes ``name``, and its schema ({}: anything)."""
+        try:
+            param = _param(method, name, source)
+        except Invalid as exc:
+            found.append(exc)
+            return False, {}
+        return True, param.schema if param is not None else {}
 
     for name, text in path_params.items():
-        param = _param(method, name, "path")
-        put(name, coerce_text(text, param.schema if param else {}, name), "path")
+        ok, schema = known(name, "path")
+        if ok:
+            put(name, *_coerced(text, schema, f"path.{name}", found), "path")
 
     grouped: dict[str, list[str]] = {}
     for name, text in query:
         grouped.setdefault(name, []).append(text)
     for name, texts in grouped.items():
-        param = _param(method, name, "query")
-        schema = param.schema if param else {}
+        ok, schema = known(name, "query")
+        if not ok:
+            continue
+        where = f"query.{name}"
         if _accepts(schema, "array"):
-            items = schema.get("items", {}) if isinstance(schema.get("items"), dict) else {}
-            value: Any = [coerce_text(t, items, f"{name}[{i}]") for i, t in enumerate(texts)]
-            validate(value, schema, name)
+            items = _array_items(schema)
+            before = len(found)
+            value: Any = [_coerced(text, items, f"{where}[{index}]", found)[0]
+                          for index, text in enumerate(texts)]
+            put(name, value, len(found) == before and _check(value, schema, where, found), "query")
         elif len(texts) > 1:
-            raise Invalid(name, "given more than once in the query")
+            found.append(Invalid(where, "given more than once in the query"))
         else:
-            value = coerce_text(texts[0], schema, name)
-        put(name, value, "query")
+            put(name, *_coerced(texts[0], schema, where, found), "query")
 
     if body is not None:
         for name, value in body.items():
-            param = _param(method, name, "body")
-            where = f"body.{name}"
-            if param is not None:
-                validate(value, param.schema, where)
-            put(name, value, "body")
+            ok, schema = known(name, "body")
+            if ok:
+                put(name, value, _check(value, schema, f"body.{name}", found), "body")
 
+    missing_in = "body" if method.http is not None and method.http.method in _BODY_VERBS else "query"
     for param in method.params:
-        if param.required and param.name not in kwargs:
-            raise Invalid(param.name, "required parameter is missing")
+        if param.required and param.name not in sources:
+            found.append(Invalid(f"{missing_in}.{param.name}", "required parameter is missing"))
     return kwargs
+
+
+def _coerced(text: str, schema: Mapping[str, Any], where: str, found: list[Invalid]) -> tuple[Any, bool]:
+    """``coerce_text`` with its problem noted in ``found``: (value, whether it fits)."""
+    try:
+        return coerce_text(text, schema, where), True
+    except Invalid as exc:
+        found.append(exc)
+        return None, False
 
 
 def _param(method: MethodDescriptor, name: str, source: str) -> ParamDescriptor | None:
@@ -104,8 +142,18 @@ def _param(method: MethodDescriptor, name: str, source: str) -> ParamDescriptor 
         return param
     if method.variadic_keywords and not name.startswith("_"):
         return None  # accepted by **kwargs; nothing to check it against
-    where = f"body.{name}" if source == "body" else name
-    raise Invalid(where, f"unknown parameter (in the {source})")
+    raise Invalid(f"{source}.{name}", f"unknown parameter (in the {source})")
+
+
+def _array_items(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The item schema of the array ``schema`` accepts (``list[int] | None`` too)."""
+    if schema.get("type") == "array":
+        items = schema.get("items")
+        return items if isinstance(items, dict) else {}
+    for option in schema.get("anyOf", ()):
+        if isinstance(option, dict) and _accepts(option, "array"):
+            return _array_items(option)
+    return {}
 
 
 def _accepts(schema: Mapping[str, Any], kind: str) -> bool:
@@ -157,68 +205,90 @@ def coerce_text(text: str, schema: Mapping[str, Any], where: str) -> Any:
 
 
 def validate(value: Any, schema: Mapping[str, Any], where: str) -> None:
-    """Raise Invalid unless ``value`` fits ``schema`` (the subset described above)."""
+    """Raise Invalid (the first problem) unless ``value`` fits ``schema`` (the subset above)."""
+    found: list[Invalid] = []
+    if not _check(value, schema, where, found):
+        raise found[0]
+
+
+def problems(value: Any, schema: Mapping[str, Any], where: str) -> list[Invalid]:
+    """Every way ``value`` does not fit ``schema`` (empty when it fits)."""
+    found: list[Invalid] = []
+    _check(value, schema, where, found)
+    return found
+
+
+def _check(value: Any, schema: Mapping[str, Any], where: str, found: list[Invalid]) -> bool:
+    """Whether ``value`` fits ``schema``; each problem is appended to ``found``."""
     if not schema:
-        return
+        return True
+    if len(found) >= _MAX_PROBLEMS:
+        return False
     if "enum" in schema and value not in schema["enum"]:
         allowed = ", ".join(repr(v) for v in schema["enum"][:10])
-        raise Invalid(where, f"must be one of {allowed}")
+        found.append(Invalid(where, f"must be one of {allowed}"))
+        return False
     options = schema.get("anyOf")
     if isinstance(options, list) and options:
-        failures: list[Invalid] = []
+        attempts: list[list[Invalid]] = []
         for option in options:
-            try:
-                validate(value, option, where)
-                return
-            except Invalid as exc:
-                failures.append(exc)
-        # Report the option of the value's own JSON type (list[str] | None: the bad item).
-        same_type = [exc for exc, option in zip(failures, options, strict=True)
+            attempt: list[Invalid] = []
+            if _check(value, option, where, attempt):
+                return True
+            attempts.append(attempt)
+        # Report the option of the value's own JSON type (list[str] | None: the bad items).
+        same_type = [attempt for attempt, option in zip(attempts, options, strict=True)
                      if option.get("type") == _json_type(value)]
-        if len(same_type) == 1:
-            raise same_type[0]
-        raise Invalid(where, "matches none of the accepted types")
+        found.extend(same_type[0] if len(same_type) == 1
+                     else [Invalid(where, "matches none of the accepted types")])
+        return False
     kind = schema.get("type")
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_is_type(value, k) for k in kinds):
-            raise Invalid(where, f"expected {' or '.join(kinds)}, got {_json_type(value)}")
+            found.append(Invalid(where, f"expected {' or '.join(kinds)}, got {_json_type(value)}"))
+            return False
+    before = len(found)
     if isinstance(value, str):
-        _check_format(value, schema.get("format"), where)
+        _check_format(value, schema.get("format"), where, found)
     elif isinstance(value, list):
-        _validate_array(value, schema, where)
+        _check_array(value, schema, where, found)
     elif isinstance(value, dict):
-        _validate_object(value, schema, where)
+        _check_object(value, schema, where, found)
+    return len(found) == before
 
 
-def _validate_array(value: list[Any], schema: Mapping[str, Any], where: str) -> None:
+def _check_array(value: list[Any], schema: Mapping[str, Any], where: str, found: list[Invalid]) -> None:
     if len(value) > _MAX_ITEMS_CHECKED:
-        raise Invalid(where, f"more than {_MAX_ITEMS_CHECKED} items")
+        found.append(Invalid(where, f"more than {_MAX_ITEMS_CHECKED} items"))
+        return
     prefix = schema.get("prefixItems")
     if isinstance(prefix, list):
         if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
-            raise Invalid(where, f"expected {len(prefix)} items, got {len(value)}")
+            found.append(Invalid(where, f"expected {len(prefix)} items, got {len(value)}"))
+            return
         for index, (item, item_schema) in enumerate(zip(value, prefix, strict=False)):
-            validate(item, item_schema, f"{where}[{index}]")
+            _check(item, item_schema, f"{where}[{index}]", found)
     items = schema.get("items")
     if isinstance(items, dict) and items:
         for index, item in enumerate(value):
-            validate(item, items, f"{where}[{index}]")
+            _check(item, items, f"{where}[{index}]", found)
 
 
-def _validate_object(value: dict[str, Any], schema: Mapping[str, Any], where: str) -> None:
+def _check_object(value: dict[str, Any], schema: Mapping[str, Any], where: str,
+                  found: list[Invalid]) -> None:
     properties = schema.get("properties") or {}
     for name in schema.get("required") or ():
         if name not in value:
-            raise Invalid(f"{where}.{name}", "required field is missing")
+            found.append(Invalid(f"{where}.{name}", "required field is missing"))
     extra = schema.get("additionalProperties")
     for name, item in value.items():
         if name in properties:
-            validate(item, properties[name], f"{where}.{name}")
+            _check(item, properties[name], f"{where}.{name}", found)
         elif isinstance(extra, dict):
-            validate(item, extra, f"{where}.{name}")
+            _check(item, extra, f"{where}.{name}", found)
         elif extra is False:
-            raise Invalid(f"{where}.{name}", "unknown field")
+            found.append(Invalid(f"{where}.{name}", "unknown field"))
 
 
 def _is_type(value: Any, kind: str) -> bool:
@@ -255,7 +325,7 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def _check_format(value: str, fmt: Any, where: str) -> None:
+def _check_format(value: str, fmt: Any, where: str, found: list[Invalid]) -> None:
     try:
         if fmt == "date-time":
             datetime.datetime.fromisoformat(value)
@@ -264,7 +334,7 @@ def _check_format(value: str, fmt: Any, where: str) -> None:
         elif fmt == "uuid":
             uuid.UUID(value)
     except ValueError:
-        raise Invalid(where, f"expected a {fmt} string, got {value[:40]!r}") from None
+        found.append(Invalid(where, f"expected a {fmt} string, got {value[:40]!r}"))
 
 
 # ---------------------------------------------------------------- the JSON body
@@ -279,9 +349,9 @@ def parse_json_body(data: bytes, limits: DecodeLimits) -> dict[str, Any]:
     neither), within ``limits`` (depth, items, string length, integer digits).
     """
     try:
-        body = decode(data, JSON, limits)
+        body = limits.decode(data, "application/json")
     except MalformedRequest as exc:
-        limit = limit_of(exc)
+        limit = getattr(exc, "limit", None)  # set on errors past a limit (serialization.limit_exceeded)
         if limit is None:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
         status, code = (413, "payload_too_large") if limit in _TOO_LARGE else (400, "limit_exceeded")

@@ -1,16 +1,20 @@
 """The ``amqprpc`` command: thin glue that parses, builds a Config and calls the runtime.
 
 Errors a user can fix are one line on stderr with a non-zero exit code, never a traceback.
-Command families live in their own modules of this package and register on ``main``
-(see the imports at the bottom).
+The commands are listed in ``COMMANDS`` and imported when they are used, so importing
+this package (and ``amqprpc --help``'s first step) stays cheap; other packages add
+commands through the ``amqprpc.cli`` entry point group, the way http_bridge adds
+``amqprpc bridge`` (a command module imports its helpers from here, never the reverse).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 import click
@@ -30,7 +34,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # a ClassVar to click's types; ours vary
 
 
 def _build_config(config_path: str | None, **overrides: Any) -> Config:
@@ -65,13 +69,71 @@ reply_queue_option = click.option(
 )
 
 
-@click.group()
+# name -> "module:attribute" of a click command, imported on first use.
+COMMANDS: dict[str, str] = {
+    "call": "amqprpc.cli:call",
+    "config": "amqprpc.cli:show_config",
+    "dev": "amqprpc.cli.dev:dev",
+    "dispatch": "amqprpc.cli.events:dispatch",
+    "dlq": "amqprpc.cli.events:dlq",
+    "run": "amqprpc.cli.run:run",
+    "services": "amqprpc.cli.services:services",
+    "shell": "amqprpc.cli:shell_command",  # not `shell`: that is the module cli/shell.py
+}
+ENTRY_POINT_GROUP = "amqprpc.cli"
+# Commands that optional parts of the distribution add, and how to get them.
+OPTIONAL_COMMANDS: dict[str, str] = {
+    "bridge": "the HTTP bridge is not installed: pip install 'amqprpc[bridge]'",
+}
+
+
+class CommandList(click.Group):
+    """A group whose commands are ``COMMANDS`` plus the ``amqprpc.cli`` entry points."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *_plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is not None:
+            module, _, attr = target.partition(":")
+            command = getattr(importlib.import_module(module), attr)
+        elif cmd_name in _plugins():
+            try:
+                command = _plugins()[cmd_name].load()
+            except ImportError as exc:  # the package is there, its optional requirements not
+                hint = OPTIONAL_COMMANDS.get(cmd_name, "it cannot be imported")
+                return _missing(cmd_name, f"{hint} ({exc})")
+        elif cmd_name in OPTIONAL_COMMANDS:
+            return _missing(cmd_name, OPTIONAL_COMMANDS[cmd_name])
+        else:
+            return None
+        if not isinstance(command, click.Command):
+            raise TypeError(f"amqprpc {cmd_name!r} ({target or 'entry point'}) is not a click command")
+        return command
+
+
+def _plugins() -> dict[str, metadata.EntryPoint]:
+    """Commands other packages register (entry points in the ``amqprpc.cli`` group)."""
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in COMMANDS}
+
+
+def _missing(name: str, hint: str) -> click.Command:
+    def fail(args: tuple[str, ...]) -> None:
+        raise CliError(f"amqprpc {name}: {hint}", EXIT_CONFIG)
+
+    return click.Command(name, callback=fail, help=f"(not installed) {hint}", add_help_option=False,
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True})
+
+
+@click.group(cls=CommandList)
 @click.version_option(package_name="amqprpc")
 def main() -> None:
     """amqprpc: microservices that talk RPC and events over RabbitMQ."""
 
 
-@main.command()
+@click.command()
 @click.argument("target", metavar="SERVICE.METHOD")
 @click.argument("arguments", required=False, metavar="[JSON]")
 @broker_option
@@ -117,28 +179,28 @@ def _parse_arguments(text: str | None) -> tuple[list[Any], dict[str, Any]]:
     raise CliError("arguments must be a JSON object (keyword) or array (positional)", EXIT_CONFIG)
 
 
-@main.command()
+@click.command("shell")
 @broker_option
 @config_option
 @reply_queue_option
-def shell(broker_url: str | None, config_path: str | None, reply_queue: bool) -> None:
-    """An interactive Python shell with a connected client named `rpc`."""
-    import code
-
+def shell_command(broker_url: str | None, config_path: str | None, reply_queue: bool) -> None:
+    """An interactive Python shell with a connected client named `rpc` (Tab completes rpc.)."""
     from ..client import ClusterRpcClient
+    from .shell import interact
 
     config = _build_config(config_path, broker_url=broker_url)
     client = ClusterRpcClient(config=config, direct_reply_to=not reply_queue)
     _friendly(client.start)
     banner = (f"amqprpc shell, broker {client.config.broker_url.rsplit('@', 1)[-1]}\n"
-              "`rpc` is connected: rpc.<service>.<method>(...), rpc.call('svc', 'method', ...)")
+              "`rpc` is connected: rpc.<service>.<method>(...), rpc.call('svc', 'method', ...); "
+              "Tab completes services and methods")
     try:
-        code.interact(banner=banner, local={"rpc": client}, exitmsg="")
+        interact(client, banner, client.config)
     finally:
         client.stop()
 
 
-@main.command("config")
+@click.command("config")
 @broker_option
 @config_option
 def show_config(broker_url: str | None, config_path: str | None) -> None:
@@ -146,9 +208,3 @@ def show_config(broker_url: str | None, config_path: str | None) -> None:
     config = _build_config(config_path, broker_url=broker_url)
     click.echo(json.dumps(config.as_dict(), indent=2, default=str))
 
-
-from . import bridge as _bridge  # noqa: E402,F401  (registers `amqprpc bridge`)
-from . import dev as _dev  # noqa: E402,F401  (registers `amqprpc dev`)
-from . import events as _events  # noqa: E402,F401  (registers `amqprpc dispatch` and `dlq`)
-from . import run as _run  # noqa: E402,F401  (registers `amqprpc run`)
-from . import services as _services  # noqa: E402,F401  (registers `amqprpc services`)

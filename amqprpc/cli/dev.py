@@ -7,9 +7,13 @@ name, in its colour. Ctrl-C (or SIGTERM) stops them all gracefully, then the ser
 
 What is not configured is provided, so the demo runs on a fresh machine:
 
-* broker: the configured one if it answers; else, when ``rabbitmq-server`` is installed,
-  a private node (state in ``--state-dir``, the project's ``rabbitmq.conf``); else one
-  line that says how to install it;
+* broker: the configured one if it answers, in a vhost of its own
+  (``amqprpc-dev-<user>-<project>``, made through the management API or ``rabbitmqctl``)
+  unless the URL names a vhost, so other people's services on a shared broker stay out
+  of sight; where no vhost can be made, the broker's ``/`` when one was configured, else
+  a private node; when no broker answers and ``rabbitmq-server`` is installed, a private
+  node (state in ``--state-dir``, the project's ``rabbitmq.conf``); else one line that
+  says how to install it;
 * SQL: ``sqlite:///<state-dir>/<service>.db`` for each service with a ``Database`` and no
   ``<SERVICE>_DATABASE_URL``/``DATABASE_URL``;
 * MongoDB: a SecantusDB server (data in ``--state-dir``) when a service has a ``Mongo``
@@ -32,18 +36,22 @@ from typing import IO, Any
 
 import click
 
-from ..config import Config
+from ..config import DEFAULT_BROKER_URL, Config
 from ..devservers import (
     RABBITMQ_INSTALL,
     DevServerError,
     RabbitServer,
     SecantusServer,
     amqp_answers,
+    dev_vhost_name,
+    make_vhost,
     port_open,
     rabbitmq_installed,
+    vhost_usable,
+    with_vhost,
 )
 from ..transport.address import parse_broker_urls
-from . import EXIT_BROKER, EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option, main
+from . import EXIT_BROKER, EXIT_CONFIG, CliError, _build_config, _friendly, broker_option, config_option
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue"]
@@ -67,13 +75,18 @@ class DevEnvironment:
     env: dict[str, str] = field(default_factory=dict)
     servers: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    width: int = 3  # of the widest process name: every line's "name |" lines up
+
+    def echo(self, line: str) -> None:
+        """A line from ``dev`` itself before the Supervisor runs, aligned as its lines are."""
+        _echo("dev", line, self.width)
 
     def stop(self) -> None:
         for server in reversed(self.servers):
             server.stop()
 
 
-@main.command()
+@click.command()
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
 @click.option("--bridge", is_flag=True, help="Also run the HTTP bridge (anonymous access: dev only).")
 @click.option("--bridge-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -97,7 +110,8 @@ def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, 
     state_dir.mkdir(parents=True, exist_ok=True)
     # Databases and broker data live here: keep `git add .` from committing them.
     (state_dir / ".gitignore").write_text("# made by `amqprpc dev`: local state, never commit it\n*\n")
-    environment = DevEnvironment(env=dict(os.environ))
+    names = [cls.name for cls in classes] + (["bridge"] if bridge else [])
+    environment = DevEnvironment(env=dict(os.environ), width=max(len(name) for name in ["dev", *names]))
     try:
         _provide_broker(config, state_dir, environment)
         _provide_databases(config, classes, state_dir, environment)
@@ -125,21 +139,51 @@ def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, 
 
 def _provide_broker(config: Config, state_dir: Path, environment: DevEnvironment) -> None:
     address = parse_broker_urls(config.broker_url)[0]
+    where = f"{address.host}:{address.port}"
     if amqp_answers(address.host, address.port):
-        environment.notes.append(f"broker: {address.host}:{address.port} (configured)")
-        environment.env["AMQPRPC_BROKER_URL"] = config.broker_url
+        if address.virtual_host != "/":
+            environment.notes.append(f"broker: {where}, vhost {address.virtual_host} (configured)")
+            environment.env["AMQPRPC_BROKER_URL"] = config.broker_url
+            return
+        vhost = dev_vhost_name(state_dir)
+        try:
+            how = "made by an earlier run" if vhost_usable(address, vhost) else "made through " + make_vhost(
+                address, vhost, management_url=_setting(config, "management_url"))
+        except DevServerError as exc:
+            configured = config.broker_url != DEFAULT_BROKER_URL
+            if configured or not rabbitmq_installed():
+                environment.notes.append(f"broker: {where}, vhost / (configured; {exc}: services of "
+                                         "other runs on it show too)")
+                environment.env["AMQPRPC_BROKER_URL"] = config.broker_url
+                return
+            environment.echo(f"{exc}")
+            _start_private_node(state_dir, environment, why=f"the broker at {where} is shared")
+            return
+        environment.notes.append(f"broker: {where}, vhost {vhost} (its own, {how})")
+        environment.env["AMQPRPC_BROKER_URL"] = with_vhost(config.broker_url, vhost)
         return
     if not rabbitmq_installed():
-        raise CliError(f"no RabbitMQ answers at {address.host}:{address.port}, and none is installed; "
+        raise CliError(f"no RabbitMQ answers at {where}, and none is installed; "
                        f"install it with: {RABBITMQ_INSTALL}", EXIT_BROKER)
+    _start_private_node(state_dir, environment, why=f"no RabbitMQ at {where}")
+
+
+def _start_private_node(state_dir: Path, environment: DevEnvironment, why: str) -> None:
     conf = Path("rabbitmq.conf")
     node = RabbitServer(state_dir / "rabbitmq", conf=conf if conf.exists() else None)
-    _echo("dev", f"no RabbitMQ at {address.host}:{address.port}: starting a private node "
-                 f"on 127.0.0.1:{node.port} ...")
+    environment.echo(f"{why}: starting a private node on 127.0.0.1:{node.port} ...")
     node.start(timeout=120)
     environment.servers.append(node)
     environment.env["AMQPRPC_BROKER_URL"] = node.url
     environment.notes.append(f"broker: private node on 127.0.0.1:{node.port} (log: {node.log_path.parent})")
+
+
+def _setting(config: Config, name: str) -> str | None:
+    """An extra setting by name, whatever its case (``management_url``, ``AMQPRPC_MANAGEMENT_URL``)."""
+    for key, value in config.extra.items():
+        if isinstance(key, str) and key.lower() == name:
+            return str(value)
+    return None
 
 
 def _provide_databases(config: Config, classes: list[type], state_dir: Path,
@@ -160,7 +204,7 @@ def _provide_databases(config: Config, classes: list[type], state_dir: Path,
             needs_mongo = True
     if needs_mongo:
         server = SecantusServer(storage=state_dir / "mongo", log_path=state_dir / "secantus.log")
-        _echo("dev", f"no MONGO_URL: starting SecantusDB on 127.0.0.1:{server.port} ...")
+        environment.echo(f"no MONGO_URL: starting SecantusDB on 127.0.0.1:{server.port} ...")
         server.start()
         environment.servers.append(server)
         environment.env["AMQPRPC_MONGO_URL"] = server.url
@@ -174,7 +218,7 @@ class Supervisor:
         self.children = children
         self.environment = environment
         self.bridge_port = bridge_port
-        self.width = max(len(child.name) for child in [*children, Child("dev", [], "")])
+        self.width = max(environment.width, *(len(child.name) for child in children))
         self._output = threading.Lock()
         self._wake = threading.Event()
         self._signalled = 0
@@ -276,13 +320,14 @@ class Supervisor:
                 child.relay.join(5)
 
     def echo(self, name: str, line: str, colour: str = "white") -> None:
-        prefix = click.style(f"{name:>{self.width}} |", fg=colour, bold=name == "dev")
         with self._output:
-            click.echo(f"{prefix} {line}", color=_colour_wanted())
+            _echo(name, line, self.width, colour)
 
 
-def _echo(name: str, line: str) -> None:
-    click.echo(f"{click.style(name + ' |', bold=True)} {line}", color=_colour_wanted())
+def _echo(name: str, line: str, width: int, colour: str = "white") -> None:
+    """``<name, right-aligned to width> | line``, the name in its colour (``dev`` in bold)."""
+    prefix = click.style(f"{name:>{width}} |", fg=colour, bold=name == "dev")
+    click.echo(f"{prefix} {line}", color=_colour_wanted())
 
 
 def _colour_wanted() -> bool | None:

@@ -20,7 +20,6 @@ from . import (
     _friendly,
     broker_option,
     config_option,
-    main,
 )
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ EXIT_NOT_FOUND = 4
 _PREVIEW = 200
 
 
-@main.command()
+@click.command()
 @click.argument("source")
 @click.argument("event_type")
 @click.argument("payload", required=False, metavar="[JSON]")
@@ -61,7 +60,7 @@ def dispatch(source: str, event_type: str, payload: str | None, broker_url: str 
     click.echo(f"dispatched {event_type!r} on {source}.events", err=True)
 
 
-@main.group()
+@click.group()
 def dlq() -> None:
     """Look at, replay or purge the dead letters of an event handler's queue.
 

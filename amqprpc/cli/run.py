@@ -7,17 +7,23 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..config import Config
-from . import EXIT_CONFIG, _build_config, _friendly, _log, broker_option, config_option, main
+from . import EXIT_CONFIG, _build_config, _friendly, _log, broker_option, config_option
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
+if TYPE_CHECKING:
+    _IntParam = click.ParamType[int]  # generic in the click mypy sees; plain in click 8.1
+else:
+    _IntParam = click.ParamType
 
-class WorkerCount(click.ParamType):
+
+class WorkerCount(_IntParam):
     """A positive number of processes, or ``auto`` (one per core)."""
 
     name = "N|auto"
@@ -36,7 +42,7 @@ class WorkerCount(click.ParamType):
         return count
 
 
-@main.command()
+@click.command()
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
 @broker_option
 @config_option
@@ -91,7 +97,7 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
 
     runner = ServiceRunner(config)
     for cls in classes:
-        _friendly(lambda cls=cls: runner.add_service(cls))
+        _friendly(partial(runner.add_service, cls))
     stop_requested = threading.Event()
     signals_seen = 0
 
@@ -112,7 +118,8 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
     if health is not None:
         health.start()
     names = ", ".join(c.service_name for c in runner.containers)
-    _log.info("running %s (pid %d, broker %s)", names, os.getpid(), runner.containers[0].connection.address)
+    where = getattr(runner.containers[0].connection, "address", "in memory")  # AmqpTransport's node
+    _log.info("running %s (pid %d, broker %s)", names, os.getpid(), where)
     stop_requested.wait()
     if health is not None:
         health.stopping = True

@@ -1,34 +1,47 @@
-"""``amqprpc services``: the services running on the bus, from their announcements."""
+"""``amqprpc services``: the services running on the bus, from their announcements.
+
+A service none of whose instances has been heard from for longer than ``--down-for``
+(default: the ``discovery_hide_after`` setting, 10 minutes) is hidden, so a shared
+broker's leftovers from other people's runs do not crowd the list; ``--all`` shows them.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from ..discovery import ServiceRegistry, ServiceView
 from ..discovery.schema import Schema
-from . import _build_config, _friendly, broker_option, config_option, main
+from . import _build_config, _friendly, broker_option, config_option
 
 
-@main.command()
+@click.command()
 @broker_option
 @config_option
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), metavar="SECONDS",
               help="How long to listen before printing (default: 1.25 x discovery_interval, "
                    "long enough for every running instance to announce itself).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--down-for", "down_for", metavar="DURATION", callback=lambda ctx, param, value: (
+                  None if value is None else parse_duration(value)),
+              help="Hide services with no instance heard from for longer than this: 90s, 10m, "
+                   "1h (default: the discovery_hide_after setting, 10m).")
+@click.option("--all", "show_all", is_flag=True, help="Also list services that are long gone.")
 def services(broker_url: str | None, config_path: str | None, wait_seconds: float | None,
-             as_json: bool) -> None:
+             as_json: bool, down_for: float | None, show_all: bool) -> None:
     """List services, their live instances, methods and HTTP routes."""
     config = _build_config(config_path, broker_url=broker_url)
+    window = config.discovery_hide_after if down_for is None else down_for
     registry = ServiceRegistry(config)
     _friendly(registry.start)
     try:
         wait = config.discovery_interval * 1.25 if wait_seconds is None else wait_seconds
         registry.wait_for(lambda r: False, wait)  # listen for one full heartbeat round
-        views = registry.services()
+        views, hidden = select(registry.services(), None if show_all else window)
     finally:
         registry.stop()
     if as_json:
@@ -36,7 +49,6 @@ def services(broker_url: str | None, config_path: str | None, wait_seconds: floa
         return
     if not views:
         click.echo("no service announced itself (are workers running, on this broker?)")
-        return
     for view in views:
         click.echo(_headline(view))
         width = max((len(m.name) for m in view.methods), default=0)
@@ -50,11 +62,41 @@ def services(broker_url: str | None, config_path: str | None, wait_seconds: floa
                 f"{p.name}: {_type(p.schema)}" + ("" if p.required else "?") for p in method.params)
             click.echo(f"  {method.name:<{width}}  ({signature}) -> {_type(method.returns)}")
             click.echo(f"  {'':<{width}}  http: {route}  {access}".rstrip())
+    if hidden:
+        click.echo(f"({hidden} service(s) gone for longer than {format_duration(window)} not shown; "
+                   "--all shows them)")
+
+
+def select(views: Sequence[ServiceView], window: float | None) -> tuple[list[ServiceView], int]:
+    """The views to list (live, or gone for at most ``window`` seconds; None: all) and how
+    many were left out."""
+    shown = [view for view in views if window is None or view.down_for <= window]
+    return shown, len(views) - len(shown)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``1.5h``, ``2d`` -> seconds; BadParameter otherwise."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise click.BadParameter(f"expected a duration such as 90s, 10m or 1h, got {text!r}")
+    return float(found.group(1)) * _UNITS[found.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest of ``45s``, ``10m``, ``2h``, ``3d`` that says it (rounded down)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 def _headline(view: ServiceView) -> str:
     if not view.instances:
-        return f"{view.name}  (no live instance)"
+        return f"{view.name}  (no live instance; last heard {format_duration(view.down_for)} ago)"
     hosts = ", ".join(f"{d.host}:{d.pid}" for d in view.instances)
     version = f"  version {view.version}" if view.version else ""
     return f"{view.name}  {len(view.instances)} instance(s): {hosts}{version}"
@@ -78,6 +120,7 @@ def _as_dict(view: ServiceView) -> dict[str, Any]:
     return {
         "service": view.name,
         "version": view.version,
+        "down_for": round(view.down_for, 1),
         "instances": [{"instance": d.instance, "host": d.host, "pid": d.pid, "version": d.version}
                       for d in view.instances],
         "methods": [{

@@ -7,8 +7,7 @@ redeliveries, for once-only effects) and ``self.ctx.remaining()`` (seconds to de
 
 from __future__ import annotations
 
-from ..containers import WorkerContext
-from ..extensions import DependencyProvider
+from ..extensions import DependencyProvider, WorkerContext
 
 
 class CallContext(DependencyProvider):

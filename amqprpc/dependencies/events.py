@@ -28,12 +28,12 @@ import threading
 from concurrent.futures import Future, wait
 from typing import Any
 
-from ..containers import WorkerContext
 from ..exceptions import BrokerError
-from ..extensions import DependencyProvider, ExcInfo
-from ..publisher import event_message, settle
+from ..extensions import DependencyProvider, ExcInfo, WorkerContext
+from ..futures import settle
+from ..publisher import UnroutableEvents, event_message
 from ..serialization import codec_named
-from ..topology import declare_event_exchange, event_exchange
+from ..topology import event_exchange, event_exchange_entity
 
 
 class EventDispatcher(DependencyProvider):
@@ -55,7 +55,14 @@ class EventDispatcher(DependencyProvider):
         self._pending: dict[int, list[Future[None]]] = {}  # id(worker_ctx) -> its events
         self._lock = threading.Lock()
         # Declared on every (re)connect, before any queued publish goes out on it.
-        self._connection.on_connect(lambda channel: declare_event_exchange(channel, self.source))
+        self._connection.declare(event_exchange_entity(self.source))
+        self._unroutable = UnroutableEvents(event_exchange(self.source))
+        self._connection.on_return(self._unroutable)
+
+    @property
+    def unroutable(self) -> dict[tuple[str, str], int]:
+        """Events of this service the broker routed to no queue, by ``(exchange, event type)``."""
+        return self._unroutable.counts
 
     def get_dependency(self, worker_ctx: WorkerContext) -> EventDispatch:
         return EventDispatch(self, worker_ctx)

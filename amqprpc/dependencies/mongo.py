@@ -43,7 +43,7 @@ from ..exceptions import ConfigError
 from ..extensions import DependencyProvider, ExcInfo
 
 if TYPE_CHECKING:
-    from ..containers import WorkerContext
+    from ..extensions import WorkerContext
 
 __all__ = ["Mongo"]
 

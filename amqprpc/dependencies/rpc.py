@@ -12,8 +12,7 @@ import asyncio
 from typing import Any
 
 from ..calls import Caller, RpcFuture, remaining_timeout
-from ..containers import WorkerContext
-from ..extensions import DependencyProvider
+from ..extensions import DependencyProvider, WorkerContext
 
 
 class RpcProxy(DependencyProvider):

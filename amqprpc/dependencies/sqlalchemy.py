@@ -54,7 +54,7 @@ from ..extensions import DependencyProvider, ExcInfo
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-    from ..containers import WorkerContext
+    from ..extensions import WorkerContext
 
 __all__ = ["Database", "OnceConflict", "WorkerSession", "processed_requests"]
 
@@ -65,6 +65,12 @@ PROCESSED_TABLE = "amqprpc_processed_requests"
 MAX_KEY_LENGTH = 128
 MAX_HANDLER_LENGTH = 160
 CONNECT_TIMEOUT = 10  # seconds; psycopg would otherwise wait for the OS (minutes)
+# A database that stops answering (D3) must fail the call, not hold a handler thread (and a
+# prefetch slot) for ever. Where the driver allows it, no wait on the server lasts longer:
+# pymysql's socket read/write timeouts; for psycopg, PostgreSQL's statement_timeout plus
+# TCP keepalives and tcp_user_timeout (a lost link). docs/production.md ("A database that
+# stops answering") has the details.
+STATEMENT_TIMEOUT = 60  # seconds
 ONCE_ATTEMPTS = 5  # tries of once() when the database aborts it over a concurrent duplicate
 
 #: Where ``once()`` records what ran. Add it to your migrations (Alembic:
@@ -250,6 +256,9 @@ class Database(DependencyProvider):
         connect_args = dict(options.pop("connect_args", {}))
         if url.get_backend_name() in ("postgresql", "mysql", "mariadb"):
             connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        for key, value in _wait_bounds(url).items():
+            if key not in url.query:  # the URL's own setting wins, as connect_args do
+                connect_args.setdefault(key, value)
         try:
             engine = factory(url, connect_args=connect_args, **options)
         except (ImportError, sa_exc.NoSuchModuleError) as exc:
@@ -487,6 +496,24 @@ def _with_driver(url: URL, async_: bool) -> URL:
     if "+" not in url.drivername:
         return url.set(drivername=f"{backend}+{drivers[1 if async_ else 0]}")
     return url
+
+
+def _wait_bounds(url: URL) -> dict[str, Any]:
+    """Driver options that bound every wait on the server (``STATEMENT_TIMEOUT``).
+
+    aiomysql has no read timeout and SQLite no server: they get nothing. psycopg has no
+    client-side read timeout either: statement_timeout ends a slow statement on the server,
+    and keepalives/tcp_user_timeout end a connection whose packets are lost; a middlebox
+    that keeps TCP alive but forwards nothing (a hung pgbouncer) is not bounded.
+    """
+    driver = url.get_driver_name()
+    if driver == "pymysql":
+        return {"read_timeout": STATEMENT_TIMEOUT, "write_timeout": STATEMENT_TIMEOUT}
+    if driver == "psycopg":
+        return {"options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
+                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                "keepalives_count": 3, "tcp_user_timeout": STATEMENT_TIMEOUT * 1000}
+    return {}
 
 
 def _sqlite_for_workers(engine: Engine) -> None:

@@ -1,6 +1,12 @@
 """Service discovery on the bus: descriptors, the announcer every container runs, the registry.
 
-The wire format is pinned in docs/protocol.md ("Service discovery").
+The names below are the descriptor API, the one the bridge and other tools build on:
+``ServiceRegistry`` (a live view of the services announced), ``ServiceView``, the
+descriptor values (``ServiceDescriptor``, ``MethodDescriptor``, ``ParamDescriptor``,
+``HttpBinding``), ``build_descriptor``/``parse_descriptor`` for each side of the wire, and
+``schema_of``/``Schema`` for type hints as JSON Schema. The submodules are internals. The
+runner installs ``ServiceAnnouncer`` in every container it runs. The wire format is pinned
+in docs/protocol.md ("Service discovery").
 """
 
 from .announcer import DISCOVERY_EXCHANGE, ServiceAnnouncer
@@ -15,7 +21,7 @@ from .descriptor import (
     parse_http_binding,
 )
 from .registry import ServiceRegistry, ServiceView
-from .schema import schema_of
+from .schema import Schema, schema_of
 
 __all__ = [
     "DISCOVERY_EXCHANGE",
@@ -23,6 +29,7 @@ __all__ = [
     "HttpBinding",
     "MethodDescriptor",
     "ParamDescriptor",
+    "Schema",
     "ServiceAnnouncer",
     "ServiceDescriptor",
     "ServiceRegistry",

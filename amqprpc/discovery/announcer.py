@@ -27,15 +27,16 @@ from typing import Any
 
 from ..exceptions import ConfigError
 from ..extensions import Extension
-from ..messages import Outgoing
 from ..serialization import JSON, codec_for
+from ..topology import DISCOVERY
+from ..transport import Outgoing
 from ..transport.address import parse_broker_urls
 from .descriptor import build_descriptor
 from .trust import SIGNATURE_HEADER, AnnouncementSigner, parse_owners
 
 _log = logging.getLogger(__name__)
 
-DISCOVERY_EXCHANGE = "amqprpc.discovery"
+DISCOVERY_EXCHANGE = DISCOVERY.name
 DEFAULT_INTERVAL = 2.0
 
 
@@ -72,6 +73,7 @@ class ServiceAnnouncer(Extension):
             interval=self.interval,
             amqprpc_version=_package_version(),
         )
+        self._connection.declare(DISCOVERY)
         self._connection.on_connect(self._on_connect)
 
     def start(self) -> None:
@@ -95,8 +97,7 @@ class ServiceAnnouncer(Extension):
 
     # ------------------------------------------------------------ I/O thread
 
-    def _on_connect(self, channel: Any) -> None:
-        channel.exchange_declare(DISCOVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
+    def _on_connect(self) -> None:
         if not self._stopping:
             self._announce("up")
 

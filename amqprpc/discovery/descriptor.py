@@ -13,13 +13,12 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..exceptions import ConfigError
+from ..entrypoints.rpc import Rpc
+from ..exceptions import AmqpRpcError, ConfigError
+from ..extensions import Container
 from .schema import Schema, describe_parameters
-
-if TYPE_CHECKING:
-    from ..containers import ServiceContainer
 
 PROTOCOL_VERSION = 1
 EVENTS = ("up", "alive", "down")
@@ -31,7 +30,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _METHOD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-class DescriptorError(ValueError):
+class DescriptorError(AmqpRpcError, ValueError):
     """A descriptor from the wire does not have the documented shape."""
 
 
@@ -165,12 +164,10 @@ def service_errors(service_cls: type) -> dict[str, int]:
     return errors
 
 
-def build_descriptor(container: ServiceContainer, *, event: str, instance: str, host: str,
+def build_descriptor(container: Container, *, event: str, instance: str, host: str,
                      pid: int, started_at: float, sent_at: float, interval: float,
                      amqprpc_version: str | None) -> dict[str, Any]:
     """The wire form of a container's descriptor (a JSON-ready dict)."""
-    from ..entrypoints.rpc import Rpc  # here: entrypoints.rpc imports containers, which imports us
-
     service = container.service_name
     methods = [
         describe_method(container.service_cls, service, entrypoint)

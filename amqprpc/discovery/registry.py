@@ -44,8 +44,9 @@ from typing import Any
 
 from ..config import Config
 from ..exceptions import MalformedRequest
-from ..serialization import decode
-from ..transport import BrokerConnection, Delivery
+from ..serialization import DecodeLimits, decode
+from ..topology import DISCOVERY
+from ..transport import Binding, Delivery, Queue, Transport, create_transport
 from .announcer import DEFAULT_INTERVAL, DISCOVERY_EXCHANGE
 from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor, parse_descriptor
 from .trust import (
@@ -73,6 +74,7 @@ class ServiceView:
     methods: tuple[MethodDescriptor, ...]
     errors: dict[str, int]
     version: str | None
+    down_for: float = 0.0  # seconds since an instance was last heard from; 0 while live
 
     @property
     def is_live(self) -> bool:
@@ -139,7 +141,7 @@ class ServiceRegistry:
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._listeners: list[Listener] = []
         self._generation = 0
-        self._connection: BrokerConnection | None = None
+        self._connection: Transport | None = None
         self._subscribed_at: float | None = None
         self._sweeping = False
 
@@ -151,13 +153,12 @@ class ServiceRegistry:
             _log.warning("discovery announcements are not authenticated: anyone who can publish "
                          "on %s can change routes and roles; set discovery_key (docs/production.md)",
                          DISCOVERY_EXCHANGE)
-        connection = BrokerConnection(
-            self.config.broker_url,
-            name=self._name,
-            heartbeat=self.config.heartbeat,
-            connect_timeout=self.config.connect_timeout,
-            confirms=False,
-        )
+        connection = create_transport(self.config, name=self._name, confirms=False)
+        queue = f"amqprpc.registry-{self._name}"  # this registry's own: gone when it stops
+        connection.declare(DISCOVERY, Queue(queue, durable=False, exclusive=True, auto_delete=True,
+                                            arguments={"x-max-length": 10_000}),
+                           Binding(queue, DISCOVERY.name, "#"))
+        connection.consume(queue, self._on_delivery, no_ack=True)
         connection.on_connect(self._on_connect)
         connection.on_lost(self._on_lost)
         self._connection = connection
@@ -232,7 +233,7 @@ class ServiceRegistry:
             headers = properties.get("application_headers") or {}
             self.signer.verify(headers.get(SIGNATURE_HEADER), routing_key, content_type, body)
         try:
-            payload = decode(body, content_type, self.config.decode_limits)
+            payload = decode(body, content_type, DecodeLimits.from_config(self.config))
         except MalformedRequest as exc:
             raise DescriptorError(str(exc)) from None
         descriptor = parse_descriptor(payload)
@@ -332,6 +333,7 @@ class ServiceRegistry:
             methods=state.methods,
             errors=dict(state.errors),
             version=last.version if last else None,
+            down_for=0.0 if live else max(0.0, now - state.last_live_at),
         )
 
     def _notify(self) -> None:
@@ -343,14 +345,10 @@ class ServiceRegistry:
 
     # ------------------------------------------------------------ I/O thread
 
-    def _on_connect(self, channel: Any) -> None:
+    def _on_connect(self) -> None:
         connection = self._connection
-        assert connection is not None
-        channel.exchange_declare(DISCOVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
-        queue = channel.queue_declare("", exclusive=True, auto_delete=True,
-                                      arguments={"x-max-length": 10_000}).queue
-        channel.queue_bind(queue, DISCOVERY_EXCHANGE, "#")
-        connection.consume(queue, self._on_delivery, no_ack=True)
+        if connection is None:
+            return  # stopped while the first connect was under way (start(wait=False))
         self._subscribed_at = self._clock()
         if not self._sweeping:
             self._sweeping = True

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..exceptions import BrokerError
+from ..topology import durable_queue
+
 if TYPE_CHECKING:
-    from ..containers import ServiceContainer
-    from ..messages import Outgoing
+    from ..extensions import Container
     from ..topology import Arguments
-    from ..transport import BrokerConnection, Delivery
+    from ..transport import Delivery, Outgoing, Transport
 
 _log = logging.getLogger(__name__)
 
@@ -17,25 +19,21 @@ _log = logging.getLogger(__name__)
 class ConsumesQueue:
     """Mixin for an extension with one consumer on its container's connection.
 
-    The subclass declares and consumes in an ``on_connect`` callback (skipping it once
-    ``_stopping`` is set, so a reconnect never re-consumes a stopped queue), stores the
-    tag in ``_consumer_tag``, and implements ``_handle`` (run on the handler pool).
+    The subclass declares its topology and consumes in ``setup`` (the transport does both
+    again on every reconnect, until ``stop`` cancels the consumer), stores the tag in
+    ``_consumer_tag``, and implements ``_handle`` (run on the handler pool).
     """
 
-    container: ServiceContainer
+    container: Container
     queue_name: str
-    _connection: BrokerConnection
+    _connection: Transport
     _consumer_tag: str | None = None
-    _stopping: bool = False
 
     def stop(self) -> None:
         """Stop taking messages; those already received still run and are acked."""
-        self._stopping = True
         tag, self._consumer_tag = self._consumer_tag, None
-        self._connection.cancel_and_wait(tag)
-
-    def kill(self) -> None:
-        self._stopping = True
+        if tag is not None:
+            self._connection.cancel(tag)
 
     def _on_delivery(self, delivery: Delivery) -> None:
         """On the I/O thread: hand the message to the pool at once."""
@@ -47,8 +45,8 @@ class ConsumesQueue:
     def _republish(self, delivery: Delivery, message: Outgoing, arguments: Arguments | None) -> None:
         """Publish a copy to the queue it names, then ack the original once confirmed.
 
-        The queue is (re)declared right before, without waiting for the broker's answer: a
-        delay queue expires when unused, and a deleted DLQ must not swallow the copy.
+        The queue is (re)declared right before, once (not on reconnects): a delay queue
+        expires when unused, and a deleted DLQ must not swallow the copy.
         """
         connection = self._connection
 
@@ -62,8 +60,12 @@ class ConsumesQueue:
         def send() -> None:
             if delivery.generation != connection.generation:
                 return  # its connection died: the broker redelivers the original anyway
-            connection.channel.queue_declare(message.routing_key, durable=True, exclusive=False,
-                                             auto_delete=False, nowait=True, arguments=arguments)
+            try:
+                connection.declare(durable_queue(message.routing_key, arguments), remember=False)
+            except BrokerError as exc:  # refused: unacked, the original comes back
+                _log.warning("%s: cannot declare %s (%s); the original will be redelivered",
+                             self.queue_name, message.routing_key, exc)
+                return
             connection.publish(message, on_confirm=confirmed)
 
         connection.call_soon(send)

@@ -44,13 +44,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-from ..containers import WorkerContext
 from ..dead_letters import Received, RetryPolicy, attempts_of, dead_letter, retry_copy
-from ..exceptions import ConfigError, MalformedRequest
-from ..extensions import Entrypoint, ExcInfo
+from ..exceptions import AmqpRpcError, ConfigError, MalformedRequest
+from ..extensions import Entrypoint, ExcInfo, WorkerContext
 from ..messages import decode_context
 from ..publisher import check_event_names
-from ..serialization import decode
+from ..serialization import DecodeLimits, decode
 from ..topology import (
     BROADCAST,
     HANDLER_TYPES,
@@ -58,20 +57,21 @@ from ..topology import (
     check_name,
     dead_letter_queue,
     dead_letter_queue_arguments,
-    declare_event_exchange,
     delay_queue,
     delay_queue_arguments,
+    durable_queue,
     event_exchange,
+    event_exchange_entity,
     handler_queue,
     service_queue_arguments,
 )
-from ..transport import BrokerConnection, Delivery
+from ..transport import Binding, Delivery, Entity, Queue, Transport
 from .consuming import ConsumesQueue
 
 _log = logging.getLogger(__name__)
 
 
-class WorkerLost(Exception):
+class WorkerLost(AmqpRpcError):
     """An earlier delivery of the event never finished: what a redelivery records as its error."""
 
 BroadcastIdentifier = str | Callable[[], str]
@@ -134,7 +134,6 @@ class EventHandler(ConsumesQueue, Entrypoint):
         self.queue_name = ""
         self.dead_letter_queue_name = ""
         self._consumer_tag: str | None = None
-        self._stopping = False
         self._counts_redeliveries = False
 
     @property
@@ -151,7 +150,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
         service, method = container.service_name, self.method_name
         _check_takes_payload(container.service_cls, method)
         self._config = container.config
-        self._connection: BrokerConnection = container.connection
+        self._connection: Transport = container.connection
         # A quorum queue counts deliveries itself (delivery_limit); only reliable queues are
         # quorum queues (exclusive or auto-delete ones cannot be).
         quorum = self.reliable_delivery and self._config.queue_type == "quorum"
@@ -173,7 +172,9 @@ class EventHandler(ConsumesQueue, Entrypoint):
                 check_name(name, "queue name")
         except ConfigError as exc:
             raise ConfigError(f"{who}: {exc}") from None
-        self._connection.on_connect(self._declare_and_consume)
+        self._connection.declare(*self._topology())
+        self._consumer_tag = self._connection.consume(
+            self.queue_name, self._on_delivery, prefetch=self._config.effective_prefetch)
 
     def _resolve_broadcast_id(self, who: str) -> str:
         """The id in this instance's broadcast queue name: random, or the configured one."""
@@ -201,26 +202,21 @@ class EventHandler(ConsumesQueue, Entrypoint):
                               f"digits, '-', '_', '.' and ':' (it goes into a queue name)")
         return value
 
-    def _declare_and_consume(self, channel: Any) -> None:
-        if self._stopping:
-            return
+    def _topology(self) -> tuple[Entity, ...]:
         config = self._config
-        declare_event_exchange(channel, self.source)
         # Nameko's flags exactly: durable always, exclusive for broadcast unless reliable,
         # auto-delete unless reliable (another flag or argument and declaring over Nameko's
         # queue would fail).
-        channel.queue_declare(
-            self.queue_name, durable=True,
-            exclusive=self.handler_type == BROADCAST and not self.reliable_delivery,
-            auto_delete=not self.reliable_delivery,
-            arguments=service_queue_arguments(config, dead_letter_to=self.dead_letter_queue_name)
-            if self.reliable_delivery else None,  # quorum queues cannot be exclusive/auto-delete
+        return (
+            event_exchange_entity(self.source),
+            Queue(self.queue_name, durable=True,
+                  exclusive=self.handler_type == BROADCAST and not self.reliable_delivery,
+                  auto_delete=not self.reliable_delivery,
+                  arguments=service_queue_arguments(config, dead_letter_to=self.dead_letter_queue_name)
+                  if self.reliable_delivery else None),  # quorum queues cannot be exclusive/auto-delete
+            Binding(self.queue_name, event_exchange(self.source), self.event_type),
+            durable_queue(self.dead_letter_queue_name, dead_letter_queue_arguments(config)),
         )
-        channel.queue_bind(self.queue_name, event_exchange(self.source), self.event_type)
-        channel.queue_declare(self.dead_letter_queue_name, durable=True, auto_delete=False,
-                              arguments=dead_letter_queue_arguments(config))
-        channel.basic_qos(0, config.effective_prefetch, False)
-        self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery)
 
     # ------------------------------------------------------------ per event
 
@@ -237,26 +233,24 @@ class EventHandler(ConsumesQueue, Entrypoint):
             return
         try:
             payload = decode(delivery.body, delivery.properties.get("content_type"),
-                             self._config.decode_limits)
+                             DecodeLimits.from_config(self._config))
         except MalformedRequest as exc:
             _log.warning("%s: malformed event dead-lettered to %s: %s", self.queue_name,
                          self.dead_letter_queue_name, exc)
             self._dead_letter(delivery, received, attempts, exc)
             return
-        worker_ctx = WorkerContext(
-            self.container, self, (payload,), {},
-            decode_context(delivery.headers, self._config.header_prefix),
-            request_id=delivery.properties.get("message_id"),
-            redelivered=delivery.redelivered or attempts > 0,  # it may have run before
-        )
-
         def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
             if exc_info is None:
                 self._connection.ack(delivery)
             else:
                 self._failed(delivery, received, attempts + 1, exc_info[1])
 
-        self.container.run_worker(worker_ctx, on_result)
+        self.container.spawn_worker(
+            self, (payload,), {}, decode_context(delivery.headers, self._config.header_prefix),
+            on_result,
+            request_id=delivery.properties.get("message_id"),
+            redelivered=delivery.redelivered or attempts > 0,  # it may have run before
+        )
 
     def _failed(self, delivery: Delivery, received: Received, attempts: int,
                 error: BaseException) -> None:

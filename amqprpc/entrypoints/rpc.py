@@ -22,7 +22,6 @@ import logging
 import time
 from typing import Any
 
-from ..containers import WorkerContext
 from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, retry_copy
 from ..exceptions import (
     AmqpRpcError,
@@ -32,10 +31,10 @@ from ..exceptions import (
     MethodNotFound,
     serialize_error,
 )
-from ..extensions import Entrypoint, ExcInfo, Extension
+from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
 from ..messages import build_reply, deadline_of, decode_context, parse_request
-from ..serialization import JSON, Codec, codec_for
-from ..topology import delay_queue, delay_queue_arguments, service_queue_arguments
+from ..serialization import JSON, Codec, DecodeLimits, codec_for
+from ..topology import delay_queue, delay_queue_arguments, rpc_queue_topology
 from ..transport import Delivery
 from .consuming import ConsumesQueue
 from .events import WorkerLost
@@ -97,31 +96,20 @@ class RpcConsumer(ConsumesQueue, Extension):
 
     def __init__(self) -> None:
         self._methods: dict[str, Rpc] = {}
+        self.queue_name = ""  # rpc-<service>, once set up
 
     def register(self, entrypoint: Rpc) -> None:
         self._methods[entrypoint.method_name] = entrypoint
 
-    @property
-    def queue_name(self) -> str:
-        return f"rpc-{self.container.service_name}"
-
     def setup(self) -> None:
         container = self.container
         self._service = container.service_name
+        self.queue_name = f"rpc-{self._service}"
         self._config = container.config
         self._connection = container.connection
-        self._connection.on_connect(self._declare_and_consume)
-
-    def _declare_and_consume(self, channel: Any) -> None:
-        if self._stopping:
-            return
-        config = self._config
-        channel.exchange_declare(config.rpc_exchange, "topic", durable=True, auto_delete=False)
-        arguments = service_queue_arguments(config)  # quorum: with the delivery limit
-        channel.queue_declare(self.queue_name, durable=True, auto_delete=False, arguments=arguments)
-        channel.queue_bind(self.queue_name, config.rpc_exchange, f"{self._service}.*")
-        channel.basic_qos(0, config.effective_prefetch, False)
-        self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery)
+        self._connection.declare(*rpc_queue_topology(self._config, self._service))
+        self._consumer_tag = self._connection.consume(
+            self.queue_name, self._on_delivery, prefetch=self._config.effective_prefetch)
 
     # ------------------------------------------------------------ per request
 
@@ -156,27 +144,25 @@ class RpcConsumer(ConsumesQueue, Extension):
             if entrypoint is None:
                 raise MethodNotFound(f"{self._service}.{method_name}: no such @rpc method")
             request = parse_request(delivery.body, props.get("content_type"),
-                                    self._config.decode_limits)
+                                    DecodeLimits.from_config(self._config))
             entrypoint.check_signature(request.args, request.kwargs)
         except (MethodNotFound, MalformedRequest, IncorrectSignature) as exc:
             _log.warning("refused %s.%s: %s", self._service, method_name, exc)
             self._reply(delivery, codec, None, exc)
             return
-        worker_ctx = WorkerContext(
-            self.container,
+        def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+            self._reply(delivery, codec, result, exc_info[1] if exc_info else None)
+
+        self.container.spawn_worker(
             entrypoint,
             request.args,
             request.kwargs,
             decode_context(delivery.headers, self._config.header_prefix),
+            on_result,
             request_id=props.get("correlation_id"),
             deadline=deadline,
             redelivered=delivery.redelivered or attempts_of(delivery.headers) > 0,
         )
-
-        def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
-            self._reply(delivery, codec, result, exc_info[1] if exc_info else None)
-
-        self.container.run_worker(worker_ctx, on_result)
 
     def _took_lost_run(self, delivery: Delivery, routing_key: str, codec: Codec) -> bool:
         """Count a run that a dead worker never finished; True if the delivery is dealt with.

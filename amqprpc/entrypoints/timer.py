@@ -21,9 +21,8 @@ import threading
 import time
 from typing import Any
 
-from ..containers import WorkerContext
 from ..exceptions import ConfigError
-from ..extensions import Entrypoint, ExcInfo, Extension
+from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
 
 _log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class TimerScheduler(Extension):
 
         def run() -> None:
             try:
-                container.run_worker(WorkerContext(container, timer), on_result)
+                container.spawn_worker(timer, (), {}, None, on_result)
             except BaseException:
                 _log.exception("%s.%s: timer run failed to start", container.service_name,
                                timer.method_name)

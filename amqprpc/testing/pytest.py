@@ -32,7 +32,7 @@ from ..client import ClusterRpcClient
 from ..config import Config
 from ..containers import ServiceContainer
 from ..exceptions import BrokerUnreachable
-from ..runner import ServiceRunner
+from ..runner import ServiceRunner, service_container
 from .broker import TemporaryVhost, broker_admin, check_broker, delete_queues, queues_declared_by
 from .services import with_name
 
@@ -103,7 +103,7 @@ def container_factory(broker_uri: str) -> Iterator[Callable[..., ServiceContaine
 
     def make(service_cls: type, config: Config | None = None, *, start: bool = True,
              **settings: Any) -> ServiceContainer:
-        container = ServiceContainer(service_cls, _config(broker_uri, config, settings))
+        container = service_container(service_cls, _config(broker_uri, config, settings))
         containers.append(container)
         if start:
             container.start()

@@ -21,14 +21,13 @@ Nothing here imports pytest; ``amqprpc.testing.pytest`` builds fixtures on these
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from unittest.mock import MagicMock
 
-from ..containers import ServiceContainer, WorkerContext
+from ..containers import ServiceContainer, WorkerContext, dependencies_of
 from ..exceptions import AmqpRpcError
 from ..extensions import DependencyProvider, Entrypoint, ExcInfo
 from ..runner import ServiceRunner
@@ -83,10 +82,7 @@ def worker_factory(service_cls: type[S], **dependencies: Any) -> S:
 
 
 def _dependency_names(service_cls: type) -> list[str]:
-    return sorted(
-        name for name in dir(service_cls)
-        if isinstance(inspect.getattr_static(service_cls, name), DependencyProvider)
-    )
+    return sorted(dependencies_of(service_cls))
 
 
 def with_name(service_cls: type, name: str) -> type:
@@ -179,37 +175,37 @@ def entrypoint_hook(
         raise RuntimeError(f"entrypoint_hook: start container {container.service_name!r} first")
 
     def hook(*args: Any, **kwargs: Any) -> Any:
-        worker_ctx = WorkerContext(container, entrypoint, list(args), kwargs, context_data)
-        outcome: list[tuple[Any, ExcInfo]] = []
+        outcome: list[tuple[WorkerContext, Any, ExcInfo]] = []
         finished = threading.Event()
 
+        def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+            outcome.append((ctx, result, exc_info))  # before teardown: which worker is ours
+
         def observe(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
-            if ctx is worker_ctx:
-                outcome.append((result, exc_info))
+            if outcome and ctx is outcome[0][0]:  # after teardown
                 finished.set()
 
         container.worker_observers.append(observe)
         try:
+            def spawn() -> None:
+                container.spawn_worker(entrypoint, list(args), kwargs, context_data, on_result)
+
             if entrypoint.is_async:
-                container.run_worker(worker_ctx, _no_reply)
+                spawn()
             else:
-                container.submit(lambda: container.run_worker(worker_ctx, _no_reply))
+                container.submit(spawn)
             if not finished.wait(timeout):
                 raise EntrypointTimeout(
                     f"{container.service_name}.{method_name} did not finish within {timeout:g}s"
                 )
         finally:
             container.worker_observers.remove(observe)
-        result, exc_info = outcome[0]
+        _, result, exc_info = outcome[0]
         if exc_info is not None:
             raise exc_info[1].with_traceback(exc_info[2])
         return result
 
     yield hook
-
-
-def _no_reply(worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
-    """A hooked call came from no message: there is nobody to answer."""
 
 
 class WaitResult:

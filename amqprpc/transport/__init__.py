@@ -1,7 +1,8 @@
 """The seam under amqprpc: a typed transport contract and the transports behind it.
 
 ``base`` is the contract every transport keeps; ``pyamqp`` is RabbitMQ over py-amqp (the
-only module that imports ``amqp``). Nothing above this package sees a channel.
+only module that imports ``amqp``), ``memory`` an in-process broker for tests, and
+``create_transport`` the one place either is built. Nothing above this package sees a channel.
 """
 
 from .base import (
@@ -18,12 +19,10 @@ from .base import (
     ReturnCallback,
     Transport,
 )
-from .pyamqp import RECOVERABLE_ERRORS, BrokerConnection
+from .factory import create_transport
 
 __all__ = [
-    "RECOVERABLE_ERRORS",
     "Binding",
-    "BrokerConnection",
     "ConfirmCallback",
     "Delivery",
     "DeliveryCallback",
@@ -35,4 +34,5 @@ __all__ = [
     "QueueInfo",
     "ReturnCallback",
     "Transport",
+    "create_transport",
 ]

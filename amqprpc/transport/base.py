@@ -131,6 +131,11 @@ class Transport(Protocol):
     """One connection to a broker (one channel on it), owned by the I/O thread it starts."""
 
     name: str
+    confirms: bool  # publishes are confirmed by the broker (else on_confirm runs on write)
+    # After stop(): publishes not confirmed plus deliveries not acked when the connection
+    # closed (redelivered); None when the close went unanswered (then nothing sent last is
+    # known to have arrived). The container's exit status says so.
+    left_undone: int | None
 
     # ------------------------------------------------------------ lifecycle (owner's thread)
 
@@ -158,7 +163,9 @@ class Transport(Protocol):
         """Declare ``entities`` in order, now if connected and after every reconnect.
 
         With ``remember=False`` they are declared once, ahead of anything this thread queues
-        after (a delay queue declared right before the publish that needs it).
+        after (a delay queue declared right before the publish that needs it). Raises
+        ``BrokerError`` when the broker refuses one (other flags than the existing entity's):
+        it is forgotten, and on RabbitMQ the connection is replaced (the channel is closed).
         """
 
     def consume(

@@ -1,7 +1,10 @@
 """AMQP frames in and out of the socket, fewer syscalls than py-amqp makes on its own.
 
 ``Cork`` batches the frames written in one go into one ``sendall``; ``read_frames`` reads
-what the socket holds with one ``recv`` and dispatches every complete frame.
+what the socket holds with one ``recv`` and dispatches every complete frame. They work on
+py-amqp's connection and transport objects, handed in by :mod:`.pyamqp` (which alone
+imports ``amqp``); the private attributes they use are checked against the pinned py-amqp
+by ``tests/unit/transport/test_pyamqp_patches.py``.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import amqp
-from amqp.transport import TCPTransport
-
 RECV_SIZE = 256 * 1024  # per read_frames call; callers keep one buffer of this size per connection
 _FRAME_HEADER = struct.Struct(">BHI")
 _FRAME_OVERHEAD = 8  # 7 header bytes + the frame-end octet
 _FRAME_END = 0xCE
+
+
+class BadFrame(ConnectionError):
+    """A frame that does not end where its header says: the stream is corrupt; reconnect."""
 
 
 class Cork:
@@ -61,7 +65,7 @@ class Cork:
             self.flush()
 
 
-def read_frames(conn: amqp.Connection, into: memoryview) -> None:
+def read_frames(conn: Any, into: memoryview) -> None:
     """Read what the socket holds in one ``recv`` and dispatch every complete frame.
 
     py-amqp's own reader makes three ``recv`` calls and two ``settimeout`` calls per
@@ -93,21 +97,10 @@ def read_frames(conn: amqp.Connection, into: memoryview) -> None:
             if frame_end >= end:
                 break
             if buffer[frame_end] != _FRAME_END:
-                raise amqp.exceptions.UnexpectedFrame(
+                raise BadFrame(
                     f"frame end {buffer[frame_end]:#04x} where 0xce was expected")
             payload = buffer[offset + 7:frame_end]
             offset = frame_end + 1
             on_frame((frame_type, channel, payload))
     finally:
         transport._read_buffer = buffer[offset:]
-
-
-def has_buffered_input(conn: amqp.Connection) -> bool:
-    """Bytes py-amqp decrypted or buffered that ``select()`` cannot see (TLS only)."""
-    transport = conn.transport
-    if isinstance(transport, TCPTransport):
-        return False  # a buffered tail is a partial frame: its rest is still in the kernel
-    if transport._read_buffer:
-        return True
-    pending = getattr(transport.sock, "pending", None)  # TLS keeps decrypted bytes
-    return bool(pending and pending())

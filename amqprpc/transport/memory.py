@@ -106,6 +106,7 @@ class MemoryTransport:
     ) -> None:
         self.broker = broker if broker is not None else broker_for_url(url)
         self.name = name
+        self.left_undone: int | None = 0  # see Transport.left_undone
         self.heartbeat = heartbeat  # nothing to beat in memory; kept for the same signature
         self.connect_timeout = connect_timeout
         self.confirms = confirms
@@ -516,8 +517,11 @@ class MemoryTransport:
         self._run_after()
         session, self._session = self._session, None
         self._connected.clear()
+        undone = len(self._blocked) + sum(1 for op in self._offline if op[0] == "publish")
         if session is not None:
+            undone += len(session.unacked)  # requeued by the close, as RabbitMQ would
             self.broker.close(session)
+        self.left_undone = undone
         stopped = ConnectionLost(f"{self.name}: connection closed")
         for _, on_confirm in self._blocked:
             if on_confirm is not None:

@@ -102,7 +102,7 @@ class _QueueState:
 
     @property
     def quorum(self) -> bool:
-        return self.argument("x-queue-type") == "quorum"
+        return bool(self.argument("x-queue-type") == "quorum")
 
     def expires_deadline(self) -> float | None:
         expires = self.argument("x-expires")
@@ -610,6 +610,8 @@ class MemoryBroker:
             if queue is None:
                 return None
             self._check_owner(session, queue)
+            queue.unused_since = monotonic()  # RabbitMQ: a passive declare is use (x-expires)
+            self._push_deadline(queue)
             return QueueInfo(name, len(queue.messages), len(queue.consumers))
 
     def get(self, session: Session, name: str) -> Delivery | None:

@@ -14,7 +14,7 @@ import pytest
 from amqprpc import BrokerUnreachable, ClusterRpcClient, Config, rpc
 from amqprpc.containers import ServiceContainer
 from amqprpc.devservers import free_port
-from amqprpc.transport import BrokerConnection
+from amqprpc.transport.pyamqp import AmqpTransport
 
 from ..waiting import wait_until
 from .proxy import FaultProxy
@@ -28,7 +28,7 @@ def dead_url() -> str:
 
 
 def test_starts_on_the_first_node_that_answers(rabbit_node: RabbitNode) -> None:
-    connection = BrokerConnection(f"{dead_url()};{rabbit_node.url}", name="failover-start")
+    connection = AmqpTransport(f"{dead_url()};{rabbit_node.url}", name="failover-start")
     connection.start(wait=True)
     try:
         assert connection.is_connected
@@ -39,7 +39,7 @@ def test_starts_on_the_first_node_that_answers(rabbit_node: RabbitNode) -> None:
 
 def test_start_names_every_node_when_none_answers() -> None:
     first, second = dead_url(), dead_url()
-    connection = BrokerConnection(f"{first};{second}", name="failover-none", connect_timeout=1)
+    connection = AmqpTransport(f"{first};{second}", name="failover-none", connect_timeout=1)
     with pytest.raises(BrokerUnreachable) as raised:
         connection.start(wait=True)
     message = str(raised.value)

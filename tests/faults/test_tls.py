@@ -23,7 +23,7 @@ import trustme
 
 from amqprpc import BrokerUnreachable, ClusterRpcClient, Config, rpc
 from amqprpc.containers import ServiceContainer
-from amqprpc.transport import BrokerConnection
+from amqprpc.transport.pyamqp import AmqpTransport
 
 from ..waiting import wait_until
 from .rabbit_node import RabbitNode, free_port, reap_orphans
@@ -116,8 +116,8 @@ def mutual(tls_nodes: tuple[TlsNode, TlsNode]) -> TlsNode:
     return tls_nodes[1]
 
 
-def _connect(url: str, name: str) -> BrokerConnection:
-    connection = BrokerConnection(url, name=name, connect_timeout=5)
+def _connect(url: str, name: str) -> AmqpTransport:
+    connection = AmqpTransport(url, name=name, connect_timeout=5)
     connection.start(wait=True)
     return connection
 
@@ -176,7 +176,7 @@ def test_a_refused_handshake_is_retried_with_backoff_and_logged_each_time(
     server_auth: TlsNode, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="amqprpc.transport.pyamqp")
-    connection = BrokerConnection(server_auth.url("127.0.0.1", f"cafile={pki.ca}"), name="tls-retry",
+    connection = AmqpTransport(server_auth.url("127.0.0.1", f"cafile={pki.ca}"), name="tls-retry",
                                   connect_timeout=5, max_backoff=10.0)
     started = time.monotonic()
     connection.start(wait=False)

@@ -121,10 +121,10 @@ def test_validation_is_400_naming_the_field_and_nothing_is_sent(setup):
 
     async def scenario(client):
         cases = [
-            (client.get("/users/abc", headers=READER), "user_id"),
-            (client.get("/users/1?verbose=maybe", headers=READER), "verbose"),
-            (client.get("/users/1?extra=1", headers=READER), "extra"),
-            (client.post("/users", json={"tags": ["a"]}, headers=ADMIN), "name"),
+            (client.get("/users/abc", headers=READER), "path.user_id"),
+            (client.get("/users/1?verbose=maybe", headers=READER), "query.verbose"),
+            (client.get("/users/1?extra=1", headers=READER), "query.extra"),
+            (client.post("/users", json={"tags": ["a"]}, headers=ADMIN), "body.name"),
             (client.post("/users", json={"name": 5}, headers=ADMIN), "body.name"),
             (client.post("/users", json={"name": "x", "tags": ["a", 3]}, headers=ADMIN), "body.tags[1]"),
             (client.post("/users", data=b"{nope", headers=JSON_ADMIN), None),
@@ -139,6 +139,10 @@ def test_validation_is_400_naming_the_field_and_nothing_is_sent(setup):
             assert body["error"]["id"] and body["error"]["code"]
             if field is not None:
                 assert body["error"]["details"][0]["field"] == field, body
+        response = await client.post("/users", json={"name": 5, "tags": ["a", 3], "x": 1}, headers=ADMIN)
+        error = (await response.json())["error"]
+        assert [d["field"] for d in error["details"]] == ["body.name", "body.tags[1]", "body.x"], error
+        assert error["message"].startswith("3 invalid fields: body.name: expected string")
         response = await client.post("/users", data=b"name=x",
                                      headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"})
         assert response.status == 415

@@ -10,13 +10,22 @@ import pytest
 from click.testing import CliRunner
 
 from amqprpc.cli import main
-from amqprpc.devservers import RabbitServer, free_port, port_open, rabbitmq_installed
+from amqprpc.devservers import (
+    RabbitServer,
+    free_port,
+    make_vhost,
+    port_open,
+    rabbitmq_installed,
+    vhost_usable,
+)
+from amqprpc.transport.address import BrokerAddress
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_private_rabbitmq_node_boots_with_the_projects_rabbitmq_conf(tmp_path: Path) -> None:
+def test_private_rabbitmq_node_boots_with_the_projects_rabbitmq_conf_and_makes_vhosts(
+        tmp_path: Path) -> None:
     """A setting the installed RabbitMQ does not know would stop the node from booting,
     and with it the demo on a fresh machine."""
     if not rabbitmq_installed():
@@ -29,6 +38,18 @@ def test_private_rabbitmq_node_boots_with_the_projects_rabbitmq_conf(tmp_path: P
         # The broker announces what it enforces: the frame and channel limits of the conf.
         assert connection.channel_max == 128
         connection.close()
+        # `dev` on a running broker takes a vhost of its own: here through rabbitmqctl (the
+        # node has no management plugin, so the API is refused first).
+        address = BrokerAddress.from_url(node.url)
+        how = make_vhost(address, "amqprpc-dev-test", ctl_env=node.ctl_env(), ctl_node=node.NODENAME,
+                         management_url=f"http://127.0.0.1:{free_port()}")
+        assert how == "rabbitmqctl"
+        assert vhost_usable(address, "amqprpc-dev-test") and not vhost_usable(address, "no-such-vhost")
+        inside = amqp.Connection(host=f"127.0.0.1:{node.port}", virtual_host="amqprpc-dev-test",
+                                 connect_timeout=5)
+        inside.connect()
+        inside.channel().queue_declare("dev-vhost-probe", exclusive=True)
+        inside.close()
     finally:
         node.stop()
         shutil.rmtree(tmp_path / "rabbitmq", ignore_errors=True)

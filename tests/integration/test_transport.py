@@ -16,7 +16,8 @@ import pytest
 
 from amqprpc.exceptions import BrokerError
 from amqprpc.messages import Outgoing
-from amqprpc.transport import BrokerConnection
+from amqprpc.transport import Queue
+from amqprpc.transport.pyamqp import AmqpTransport
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,23 +27,23 @@ pytestmark = pytest.mark.integration
 def queue(broker_uri: str, unique_name: Callable[[str], str]) -> Iterator[str]:
     name = unique_name("transport")
     yield name
-    connection = BrokerConnection(broker_uri, name="cleanup", confirms=False)
-    connection.on_connect(lambda channel: channel.queue_delete(name))
+    connection = AmqpTransport(broker_uri, name="cleanup", confirms=False)
     connection.start()
+    connection.delete_queue(name)
     connection.stop()
 
 
 @pytest.fixture
-def connection(broker_uri: str, queue: str) -> Iterator[BrokerConnection]:
-    conn = BrokerConnection(broker_uri, name="transport-test")
-    conn.on_connect(lambda channel: channel.queue_declare(queue, auto_delete=False))
+def connection(broker_uri: str, queue: str) -> Iterator[AmqpTransport]:
+    conn = AmqpTransport(broker_uri, name="transport-test")
+    conn.declare(Queue(queue, durable=False))
     conn.start()
     yield conn
     conn.stop()
 
 
 @pytest.fixture
-def wakes(connection: BrokerConnection) -> list[int]:
+def wakes(connection: AmqpTransport) -> list[int]:
     """Counts the I/O thread's wake-ups: one per publish that went through the outbox."""
     count: list[int] = []
     real_wake = connection._wake
@@ -57,10 +58,9 @@ def wakes(connection: BrokerConnection) -> list[int]:
 
 def drain(broker_uri: str, queue: str, expected: int) -> list[bytes]:
     """Every body in ``queue``, in queue order, once ``expected`` of them are there."""
-    connection = BrokerConnection(broker_uri, name="transport-reader", confirms=False)
+    connection = AmqpTransport(broker_uri, name="transport-reader", confirms=False)
     bodies: list[bytes] = []
-    connection.on_connect(lambda channel: connection.consume(
-        queue, lambda delivery: bodies.append(delivery.body), no_ack=True))
+    connection.consume(queue, lambda delivery: bodies.append(delivery.body), no_ack=True)
     connection.start()
     try:
         wait_until(lambda: len(bodies) >= expected, f"{expected} messages")
@@ -70,7 +70,7 @@ def drain(broker_uri: str, queue: str, expected: int) -> list[bytes]:
 
 
 def test_publishes_from_many_threads_arrive_once_and_in_each_threads_order(
-    broker_uri: str, connection: BrokerConnection, queue: str
+    broker_uri: str, connection: AmqpTransport, queue: str
 ) -> None:
     threads, per_thread = 4, 300
     confirms: Counter[str] = Counter()
@@ -106,7 +106,7 @@ def test_publishes_from_many_threads_arrive_once_and_in_each_threads_order(
 
 
 def test_an_idle_connection_lets_the_publishing_thread_write(
-    connection: BrokerConnection, queue: str, wakes: list[int]
+    connection: AmqpTransport, queue: str, wakes: list[int]
 ) -> None:
     for _ in range(20):
         done = threading.Event()
@@ -118,25 +118,25 @@ def test_an_idle_connection_lets_the_publishing_thread_write(
 
 
 def test_a_blocked_connection_queues_publishes_for_the_io_thread(
-    broker_uri: str, connection: BrokerConnection, queue: str, wakes: list[int]
+    broker_uri: str, connection: AmqpTransport, queue: str, wakes: list[int]
 ) -> None:
     """A broker that blocked us stops reading: a direct write would stall the caller."""
-    connection.blocked_reason = "test: low on memory"
+    connection._blocked_reason = "test: low on memory"
     try:
         done = threading.Event()
         connection.publish(Outgoing("", queue, b"queued"), on_confirm=lambda error: done.set())
         assert wakes == [1]
         assert done.wait(5)
     finally:
-        connection.blocked_reason = None
+        connection._blocked_reason = None
     assert drain(broker_uri, queue, 1) == [b"queued"]
 
 
 def test_confirm_callbacks_without_publisher_confirms_run_once(
     broker_uri: str, queue: str
 ) -> None:
-    conn = BrokerConnection(broker_uri, name="transport-noconfirm", confirms=False)
-    conn.on_connect(lambda channel: channel.queue_declare(queue, auto_delete=False))
+    conn = AmqpTransport(broker_uri, name="transport-noconfirm", confirms=False)
+    conn.declare(Queue(queue, durable=False))
     conn.start()
     calls: list[BaseException | None] = []
     try:
@@ -150,7 +150,7 @@ def test_confirm_callbacks_without_publisher_confirms_run_once(
 
 
 def test_a_direct_write_that_fails_reconnects_and_publishes_once(
-    broker_uri: str, connection: BrokerConnection, queue: str
+    broker_uri: str, connection: AmqpTransport, queue: str
 ) -> None:
     """Half a frame may have gone out: the stream is dropped, the publish goes out again."""
     transport = connection._conn.transport  # type: ignore[union-attr]
@@ -175,7 +175,7 @@ def test_a_direct_write_that_fails_reconnects_and_publishes_once(
 
 
 def test_publishes_from_an_event_loop_go_through_the_io_thread(
-    connection: BrokerConnection, queue: str, wakes: list[int]
+    connection: AmqpTransport, queue: str, wakes: list[int]
 ) -> None:
     """A broker that stops reading must never stall an event loop in a socket write."""
 
@@ -195,9 +195,9 @@ def test_a_nacked_publish_fails_and_the_connection_is_replaced_once(
 ) -> None:
     """RabbitMQ 3.10 can keep nacking on one channel (a quorum leader election): a nack gets
     a new connection, but nacks for other reasons (a full queue) do not churn connections."""
-    conn = BrokerConnection(broker_uri, name="transport-nacks")
-    conn.on_connect(lambda channel: channel.queue_declare(
-        queue, auto_delete=False, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}))
+    conn = AmqpTransport(broker_uri, name="transport-nacks")
+    conn.declare(Queue(queue, durable=False,
+                       arguments={"x-max-length": 0, "x-overflow": "reject-publish"}))
     conn.start()
     try:
         generation = conn.generation

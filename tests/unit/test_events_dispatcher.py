@@ -10,15 +10,20 @@ from typing import Any
 import pytest
 
 from amqprpc import BrokerError, Config, EventDispatcher, WorkerContext
+from amqprpc.transport import Exchange
 
 
 class FakeConnection:
     def __init__(self) -> None:
         self.published: list[tuple[Any, Any]] = []
-        self.connect_callbacks: list[Any] = []
+        self.declared: list[Any] = []
+        self.return_callbacks: list[Any] = []
 
-    def on_connect(self, callback: Any) -> None:
-        self.connect_callbacks.append(callback)
+    def declare(self, *entities: Any, remember: bool = True) -> None:
+        self.declared.extend(entities)
+
+    def on_return(self, callback: Any) -> None:
+        self.return_callbacks.append(callback)
 
     def publish(self, message: Any, on_confirm: Any = None) -> None:
         self.published.append((message, on_confirm))
@@ -61,15 +66,9 @@ def test_dispatch_publishes_the_event_with_context(dispatcher):
 
 
 def test_exchange_is_declared_on_every_connect(dispatcher):
-    declared = []
-
-    class Channel:
-        def exchange_declare(self, *args: Any, **kwargs: Any) -> None:
-            declared.append((args, kwargs))
-
-    for callback in dispatcher.container.connection.connect_callbacks:
-        callback(Channel())
-    assert declared == [(("orders.events", "topic"), {"durable": True, "auto_delete": False})]
+    # remembered by the transport, which declares it again on every reconnect
+    assert dispatcher.container.connection.declared == [
+        Exchange("orders.events", "topic", durable=True, auto_delete=False)]
 
 
 def test_outcome_waits_for_confirms(dispatcher):

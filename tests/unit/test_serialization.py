@@ -132,8 +132,8 @@ def test_a_request_over_a_limit_is_a_plain_malformed_request() -> None:
 def test_limits_come_from_config() -> None:
     config = Config.load(env={"AMQPRPC_DECODE_MAX_DEPTH": "5", "AMQPRPC_DECODE_MAX_ITEMS": "70",
                               "AMQPRPC_DECODE_MAX_STRING": "9", "AMQPRPC_DECODE_MAX_DIGITS": "3"})
-    assert config.decode_limits == DecodeLimits(max_size=MiB, max_depth=5, max_items=70, max_string=9,
-                                                max_digits=3)
+    expected = DecodeLimits(max_size=MiB, max_depth=5, max_items=70, max_string=9, max_digits=3)
+    assert DecodeLimits.from_config(config) == expected
     with pytest.raises(ConfigError, match="decode_max_items"):
         Config(decode_max_items=0)
     with pytest.raises(ValueError, match="max_depth"):
