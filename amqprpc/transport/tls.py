@@ -201,6 +201,12 @@ def handshake_failed(address: BrokerAddress, exc: ssl.SSLError) -> BrokerUnreach
             f"{exc.verify_message} (check cafile= and server_name= in the broker URL)"
         )
     hint = ""
-    if exc.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED" and address.tls.certfile is None:
-        hint = " (the broker wants a client certificate: certfile= in the broker URL)"
+    if address.tls.certfile is None:
+        if getattr(exc, "reason", None) == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+            hint = " (the broker wants a client certificate: certfile= in the broker URL)"
+        elif isinstance(exc, ssl.SSLEOFError):
+            # TLS 1.3 sends certificate_required after the client's Finished; a broker that
+            # closes at once can beat the alert to us, leaving only the EOF.
+            hint = (" (the broker closed the connection in the handshake; if it wants a client "
+                    "certificate: certfile= in the broker URL)")
     return BrokerUnreachable(f"TLS handshake with broker host {name!r} failed: {exc}{hint}")

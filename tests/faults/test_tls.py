@@ -229,8 +229,9 @@ def test_verify_none_connects_and_warns_of_the_risk(
 def test_mutual_tls_broker_refuses_a_client_without_a_certificate(mutual: TlsNode, pki: Pki) -> None:
     message = _refused(mutual.url(query=f"cafile={pki.ca}"))
     assert "TLS handshake with broker host 'localhost'" in message
-    assert "certificate required" in message  # the broker's alert
-    assert "certfile=" in message  # and what to do about it
+    # The broker's alert, or (when its close beats the alert here, TLS 1.3) the EOF it left.
+    assert "certificate required" in message or "closed the connection in the handshake" in message
+    assert "certfile=" in message  # and what to do about it either way
 
 
 def test_mutual_tls_broker_refuses_a_certificate_from_another_ca(mutual: TlsNode, pki: Pki) -> None:

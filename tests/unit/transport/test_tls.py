@@ -38,3 +38,21 @@ def test_server_name_overrides_the_host_name_checked():
 def test_bad_tls_options_fail_at_start_naming_the_problem(url, problem):
     with pytest.raises(ConfigError, match=problem):
         BrokerAddress.from_url(url)
+
+
+def test_a_handshake_cut_short_without_a_client_certificate_says_what_may_be_missing(tmp_path):
+    import ssl
+
+    import trustme
+
+    from amqprpc.transport.tls import handshake_failed
+
+    cert = tmp_path / "client.pem"
+    trustme.CA().issue_cert("client").private_key_and_cert_chain_pem.write_to_path(str(cert))
+
+    without = BrokerAddress.from_url("amqps://u:p@broker.internal/")
+    error = handshake_failed(without, ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+    assert "broker.internal" in str(error) and "certfile=" in str(error)
+    with_cert = BrokerAddress.from_url(f"amqps://u:p@broker.internal/?certfile={cert}")
+    error = handshake_failed(with_cert, ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+    assert "certfile=" not in str(error)  # it has one: no hint that misleads
