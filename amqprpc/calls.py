@@ -33,7 +33,7 @@ from .exceptions import (
 from .futures import settle
 from .messages import DIRECT_REPLY_TO, Context, build_request, parse_reply
 from .presence import Presence
-from .serialization import codec_named
+from .serialization import DecodeLimits, codec_named
 from .topology import reply_queue_topology, rpc_exchange
 from .transport import Delivery, Outgoing, Transport
 
@@ -80,6 +80,7 @@ class Caller:
     ) -> None:
         self.connection = connection
         self.config = config
+        self._limits = DecodeLimits.from_config(config)  # once: read per reply
         self.codec = codec_named(config.serializer)
         self.direct_reply_to = direct_reply_to
         self._pending: dict[str, RpcFuture] = {}
@@ -162,7 +163,8 @@ class Caller:
             self.presence.seen(future.service)
         try:
             result, error = parse_reply(
-                delivery.body, delivery.properties.get("content_type"), self.config.max_message_size
+                delivery.body, delivery.properties.get("content_type"),
+                self._limits,
             )
         except Exception as exc:
             settle(future, exc)

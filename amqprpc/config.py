@@ -40,6 +40,10 @@ class Config(Mapping[str, Any]):
     concurrency: int = 10
     prefetch: int = 0  # 0: the same as concurrency
     max_message_size: int = 1024 * 1024
+    decode_max_depth: int = 64  # what a decoded body may become: DecodeLimits.from_config
+    decode_max_items: int = 100_000
+    decode_max_string: int = 1024 * 1024
+    decode_max_digits: int = 100
     heartbeat: float = 20.0
     connect_timeout: float = 5.0
     rpc_timeout: float = 30.0
@@ -55,7 +59,8 @@ class Config(Mapping[str, Any]):
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts"):
+        for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts",
+                     "decode_max_depth", "decode_max_items", "decode_max_string", "decode_max_digits"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("prefetch",):
