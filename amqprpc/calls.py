@@ -90,7 +90,8 @@ class Caller:
         # per call, without its urandom syscall (which also hands the GIL away) on every call.
         self._id_prefix = f"{uuid.uuid4().hex}-"
         self._ids = itertools.count(1)
-        self.presence: Presence | None = Presence(connection)  # None: wait out the deadline
+        self.presence: Presence | None = Presence(  # None: wait out the deadline
+            connection, patience=config.rpc_presence_patience)
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""

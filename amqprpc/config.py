@@ -47,6 +47,9 @@ class Config(Mapping[str, Any]):
     heartbeat: float = 20.0
     connect_timeout: float = 5.0
     rpc_timeout: float = 30.0
+    # A waiting call to a service with no consumer fails with ServiceUnavailable, unless this
+    # client saw the service alive this recently: then a restart or failover gets that long.
+    rpc_presence_patience: float = 30.0
     grace: float = 30.0
     queue_type: str = "classic"
     delivery_limit: int = 20  # quorum queues only: deliveries before the broker gives up
@@ -66,7 +69,8 @@ class Config(Mapping[str, Any]):
         for name in ("prefetch",):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
-        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval",
+        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "rpc_presence_patience", "grace",
+                     "discovery_interval",
                      "discovery_max_skew", "discovery_hide_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
