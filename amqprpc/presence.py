@@ -14,7 +14,8 @@ per service is in flight at a time, shared by every call waiting on it. The answ
 * no consumer and requests ready in the queue: the calls to that service sent before the
   question fail with ``ServiceUnavailable``, unless the service was seen alive in the last
   ``patience`` seconds (a reply, or consumers > 0; config ``rpc_presence_patience``, 30 s):
-  then a restarting worker, a broker restart or a failover gets that long to come back, and the question is asked again every ``RECHECK`` seconds;
+  then a restarting worker, a broker restart or a failover gets that long to come back,
+  and the question is asked again every ``RECHECK`` seconds;
 * no consumer and nothing ready: the request is with a worker that is stopping gracefully
   (it still replies); keep waiting;
 * no queue: it was deleted with the request in it; the calls fail with ``UnknownService``;
