@@ -1,5 +1,8 @@
 """Log records made inside a call carry ``trace_id``, ``span_id`` and ``call_id``.
 
+The call id is set by tracing.worker, so it is there when tracing is on; the trace ids come
+from OpenTelemetry's current span (an application's own spans too).
+
 ``LogContextFilter`` adds them to every record (empty strings outside a call or span), so a
 user's own handler can print them (``%(trace_id)s``); ``JsonLogFormatter`` prints one JSON
 object per line with them (``amqprpc run --log-format json``).
@@ -11,8 +14,6 @@ import json
 import logging
 from contextvars import ContextVar
 
-from opentelemetry import trace
-
 # The call id of the worker running in this thread or task; set by tracing.worker.
 CALL_ID: ContextVar[str] = ContextVar("amqprpc_call_id", default="")
 
@@ -21,14 +22,21 @@ class LogContextFilter(logging.Filter):
     """Adds ``trace_id``, ``span_id`` (hex, as trace backends show them) and ``call_id``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            record.trace_id = format(span_context.trace_id, "032x")
-            record.span_id = format(span_context.span_id, "016x")
-        else:
-            record.trace_id = record.span_id = ""
+        record.trace_id, record.span_id = _current_ids()
         record.call_id = CALL_ID.get()
         return True
+
+
+def _current_ids() -> tuple[str, str]:
+    """(trace id, span id) of the current span; empty without one, or without OpenTelemetry."""
+    try:
+        from opentelemetry import trace
+    except ImportError:  # JSON logs work without the otel extra; they carry the call id only
+        return "", ""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return "", ""
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
 class JsonLogFormatter(logging.Formatter):
