@@ -103,8 +103,8 @@ def test_http_request_rpc_nested_rpc_and_event_are_one_trace(
     assert _wait_for(lambda: len(mine()) >= 8), [s.name for s in spans.get_finished_spans()]
     found = _by_name(tuple(mine()))
     # the 404s before the route appeared carried the same traceparent: the last one answered
-    http = [s for s in found["POST", SpanKind.SERVER]
-            if s.attributes is not None and s.attributes["http.response.status_code"] == 200][0]
+    http = next(s for s in found["POST", SpanKind.SERVER]
+            if s.attributes is not None and s.attributes["http.response.status_code"] == 200)
     assert http.attributes is not None and http.attributes["url.path"] == f"/{prefix}/work"
     assert _parent(http) == 0xb7ad6b7169203331  # the HTTP caller's span
     [a_client] = found[f"{prefix}a/work", SpanKind.CLIENT]
