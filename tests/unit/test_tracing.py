@@ -16,7 +16,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from amqprpc import ClusterRpcClient, Config, EventDispatcher, RemoteError, RpcProxy, event_handler, rpc
+from amqprpc import (
+    ClusterRpcClient,
+    Config,
+    EventDispatcher,
+    RemoteError,
+    RpcProxy,
+    event_handler,
+    rpc,
+    timer,
+)
 from amqprpc.exceptions import ConfigError
 from amqprpc.runner import ServiceRunner
 from amqprpc.tracing import LogContextFilter
@@ -198,6 +207,34 @@ def test_log_records_in_a_call_carry_the_trace_and_call_ids(
     assert record.trace_id == format(server_span.context.trace_id, "032x")  # type: ignore[attr-defined]
     assert record.span_id == format(server_span.context.span_id, "016x")  # type: ignore[attr-defined]
     assert record.call_id.startswith("leaf.double.")  # type: ignore[attr-defined]
+
+
+def test_each_timer_tick_starts_a_root_span(request: pytest.FixtureRequest,
+                                            spans: InMemorySpanExporter) -> None:
+    ticked = threading.Event()
+
+    class Ticker:
+        name = "ticker"
+        leaf = RpcProxy("leaf")
+
+        @timer(interval=0.01, eager=True)
+        def tick(self) -> None:
+            self.leaf.double(1)
+            ticked.set()
+
+    runner = ServiceRunner(Config(broker_url=f"memory://{request.node.name}", tracing=1, rpc_timeout=5))
+    runner.add_service(Ticker)
+    runner.add_service(Leaf)
+    runner.start()
+    try:
+        assert ticked.wait(5)
+    finally:
+        runner.stop()
+    found = _by_name(spans.get_finished_spans())
+    tick = found["ticker/tick", SpanKind.INTERNAL][0]
+    assert tick.parent is None
+    [call] = [c for c in found["leaf/double", SpanKind.CLIENT] if c.context.trace_id == tick.context.trace_id]
+    assert _parent(call) == tick.context.span_id
 
 
 def test_the_filter_leaves_empty_ids_outside_a_call() -> None:
