@@ -96,7 +96,7 @@ class Caller:
         self._spans: ClientSpans | None = None  # tracing off: no span, no call
         if config.tracing:
             from .tracing.spans import ClientSpans
-            self._spans = ClientSpans()
+            self._spans = ClientSpans(config.header_prefix)
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""

@@ -58,7 +58,7 @@ class EventDispatcher(DependencyProvider):
         self._spans: ProducerSpans | None = None  # tracing off: no span, no call
         if self._config.tracing:
             from ..tracing.spans import ProducerSpans
-            self._spans = ProducerSpans()
+            self._spans = ProducerSpans(self._config.header_prefix)
         self._pending: dict[int, list[Future[None]]] = {}  # id(worker_ctx) -> its events
         self._lock = threading.Lock()
         # Declared on every (re)connect, before any queued publish goes out on it.

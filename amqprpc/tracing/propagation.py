@@ -1,7 +1,11 @@
-"""W3C trace context in AMQP headers: ``traceparent`` and ``tracestate``, unprefixed.
+"""W3C trace context in AMQP headers: ``traceparent`` and ``tracestate``, and their context twins.
 
-They sit next to the ``nameko.*`` context headers, which they never touch: a Nameko service
-ignores headers it does not know, and ``call_id_stack`` travels as before.
+Each traced message carries them twice: unprefixed, the W3C way, and as context headers
+(``nameko.traceparent``, ``nameko.tracestate``). A Nameko service ignores the unprefixed ones
+but, like every context header, hands the prefixed ones on to the calls and events it makes,
+so the amqprpc hop after a Nameko service is still in the trace (a child of the span that
+called the Nameko service, which makes no span of its own). Nothing else of the context, such
+as ``call_id_stack``, is touched. The unprefixed pair wins when a message has both.
 """
 
 from __future__ import annotations
@@ -17,14 +21,20 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def inject(headers: dict[str, Any], context: Context | None = None) -> None:
-    """Write the trace context of ``context`` (default: the current one) into ``headers``."""
-    _PROPAGATOR.inject(headers, context)
+def inject(headers: dict[str, Any], context: Context | None, prefix: str) -> None:
+    """Write the trace context of ``context`` (None: the current one) into ``headers``, twice."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context)
+    for key, value in carrier.items():
+        headers[key] = headers[f"{prefix}.{key}"] = value
 
 
-def extract(headers: Mapping[str, Any] | None) -> Context | None:
+def extract(headers: Mapping[str, Any] | None, prefix: str) -> Context | None:
     """The remote trace context a message carries, or None when it carries none."""
-    if not headers or "traceparent" not in headers:
+    if not headers:
         return None
-    carrier = {key: str(headers[key]) for key in TRACE_HEADERS if key in headers}
-    return _PROPAGATOR.extract(carrier)
+    for lead in ("", f"{prefix}."):
+        if f"{lead}traceparent" in headers:
+            carrier = {key: str(headers[lead + key]) for key in TRACE_HEADERS if lead + key in headers}
+            return _PROPAGATOR.extract(carrier)
+    return None

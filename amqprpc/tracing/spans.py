@@ -47,10 +47,11 @@ def set_error(span: Span, error: BaseException) -> None:
 
 
 class ClientSpans:
-    """CLIENT spans for the requests one ``Caller`` sends."""
+    """CLIENT spans for the requests one ``Caller`` sends (``prefix``: the context headers')."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
         self._tracer = tracer()
+        self._prefix = prefix
 
     def start(self, message: Outgoing, service: str, method: str, future: Future[Any]) -> None:
         """Start the call's span, put its context in ``message``, end it when ``future`` settles."""
@@ -59,15 +60,16 @@ class ClientSpans:
         attributes["messaging.operation.type"] = "send"
         span = self._tracer.start_span(f"{service}/{method}", kind=SpanKind.CLIENT,
                                        attributes=attributes)
-        inject(message.properties["application_headers"], trace.set_span_in_context(span))
+        inject(message.properties["application_headers"], trace.set_span_in_context(span), self._prefix)
         future.add_done_callback(lambda done: _end(span, done))
 
 
 class ProducerSpans:
     """PRODUCER spans for the events one ``EventDispatcher`` publishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
         self._tracer = tracer()
+        self._prefix = prefix
 
     def publish(self, message: Outgoing, source: str, event_type: str) -> Span:
         """Start the event's span and put its context in ``message``; the caller ends it."""
@@ -80,7 +82,7 @@ class ProducerSpans:
                                            "amqprpc.event.source": source,
                                            "amqprpc.event.type": event_type,
                                        })
-        inject(message.properties["application_headers"], trace.set_span_in_context(span))
+        inject(message.properties["application_headers"], trace.set_span_in_context(span), self._prefix)
         return span
 
 

@@ -39,7 +39,8 @@ class WorkerSpans(DependencyProvider):
 
     def worker_setup(self, worker_ctx: WorkerContext) -> None:
         kind, name, attributes = _describe(worker_ctx)
-        parent = extract(worker_ctx.headers) if kind is not SpanKind.INTERNAL else None
+        prefix = worker_ctx.container.config.header_prefix
+        parent = extract(worker_ctx.headers, prefix) if kind is not SpanKind.INTERNAL else None
         links = [] if parent is None or kind is not SpanKind.CONSUMER else [
             Link(trace.get_current_span(parent).get_span_context())]
         span = self._tracer.start_span(name, context=parent if parent is not None
