@@ -19,7 +19,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .exceptions import (
@@ -36,6 +36,9 @@ from .presence import Presence
 from .serialization import DecodeLimits, codec_named
 from .topology import reply_queue_topology, rpc_exchange
 from .transport import Delivery, Outgoing, Transport
+
+if TYPE_CHECKING:
+    from .tracing.spans import ClientSpans
 
 _log = logging.getLogger(__name__)
 
@@ -92,6 +95,10 @@ class Caller:
         self._ids = itertools.count(1)
         self.presence: Presence | None = Presence(  # None: wait out the deadline
             connection, patience=config.rpc_presence_patience)
+        self._spans: ClientSpans | None = None  # tracing off: no span, no call
+        if config.tracing:
+            from .tracing.spans import ClientSpans
+            self._spans = ClientSpans(config.header_prefix)
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""
@@ -141,6 +148,8 @@ class Caller:
         )
         future = RpcFuture(service, method, correlation_id, timeout)
         self._pending[correlation_id] = future
+        if self._spans is not None:
+            self._spans.start(message, service, method, future)
         self.connection.publish(message, on_confirm=functools.partial(self._on_confirm, correlation_id)
                                 if self.connection.confirms else None)
         with self._sweep_lock:  # after the insert above: a sweep that saw no calls has unset it

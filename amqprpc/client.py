@@ -31,6 +31,7 @@ from .calls import Caller, RpcFuture
 from .config import Config
 from .messages import Context
 from .proxies import MethodProxy, ServiceProxy
+from .tracing.setup import TracingOwner
 from .transport import create_transport
 
 __all__ = ["AsyncRpcClient", "ClusterRpcClient", "MethodProxy", "ServiceProxy"]
@@ -64,6 +65,7 @@ class _ClientBase(Generic[T]):
         )
         self._caller = Caller(self._connection, self.config, direct_reply_to=direct_reply_to,
                               owner=name)
+        self.tracing = TracingOwner(self.config, service_name="amqprpc-client")
 
     def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
              _context: Context | None = None, **kwargs: Any) -> T:
@@ -105,11 +107,13 @@ class ClusterRpcClient(_ClientBase[Any]):
 
     def start(self) -> Self:
         """Connect; raises BrokerUnreachable when the broker does not answer."""
+        self.tracing.start()
         self._connection.start(wait=True)
         return self
 
     def stop(self) -> None:
         self._connection.stop()
+        self.tracing.shutdown()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -127,12 +131,14 @@ class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
 
     async def start(self) -> Self:
         loop = asyncio.get_running_loop()
+        self.tracing.start()
         await loop.run_in_executor(None, lambda: self._connection.start(wait=True))
         return self
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._connection.stop)
+        self.tracing.shutdown()
 
     async def __aenter__(self) -> Self:
         return await self.start()

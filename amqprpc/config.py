@@ -59,6 +59,7 @@ class Config(Mapping[str, Any]):
     discovery_owners: str = ""  # "users=svc-users,orders=svc-orders": who alone may announce each
     discovery_max_skew: float = 300.0  # seconds an announcement's clock may differ from ours
     discovery_hide_after: float = 600.0  # seconds gone after which a service is no longer listed
+    tracing: int = 0  # 1 (or true): OpenTelemetry spans, set up from OTEL_* (docs/observability.md)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, NamedTuple, TypeVar
 
@@ -40,7 +40,7 @@ from .extensions import (
     WorkerContext,
     entrypoints_of,
 )
-from .messages import Context
+from .messages import Context, Headers
 from .pool import HandlerPool
 from .transport import Transport, create_transport
 
@@ -69,11 +69,13 @@ class ServiceContainer:
     runner passes the discovery announcer; a bare container announces nothing).
     ``connection``: the transport to use instead of a new connection to ``broker_url``
     (any that keeps the contract of ``amqprpc.transport``, such as ``MemoryTransport``).
+    ``providers``: dependency providers the runner adds (tracing), whose hooks run first.
     """
 
     def __init__(self, service_cls: type, config: Config | None = None, *,
                  extensions: Iterable[ExtensionFactory] = (),
-                 connection: Transport | None = None) -> None:
+                 connection: Transport | None = None,
+                 providers: Mapping[str, DependencyProvider] | None = None) -> None:
         self.service_cls = service_cls
         self.config = config or Config()
         self.service_name = service_name_of(service_cls)
@@ -83,7 +85,8 @@ class ServiceContainer:
         self._extra = list(extensions)
         self._shared: dict[Any, Extension] = {}
         self.dependencies: dict[str, DependencyProvider] = {
-            attr: provider.bind(self, attr) for attr, provider in dependencies_of(service_cls).items()
+            attr: provider.bind(self, attr)
+            for attr, provider in {**(providers or {}), **dependencies_of(service_cls)}.items()
         }
         self.entrypoints: list[Entrypoint] = []
         for attr, value in _class_members(service_cls):
@@ -248,7 +251,7 @@ class ServiceContainer:
     def spawn_worker(self, entrypoint: Entrypoint, args: Sequence[Any], kwargs: dict[str, Any],
                      context: Context | None = None, on_result: ResultHandler | None = None, *,
                      request_id: str | None = None, deadline: float | None = None,
-                     redelivered: bool = False) -> WorkerContext:
+                     redelivered: bool = False, headers: Headers | None = None) -> WorkerContext:
         """Run one call of ``entrypoint`` as a worker; returns its context at once for async.
 
         A plain handler runs in the calling thread (entrypoints call this from the handler
@@ -258,7 +261,7 @@ class ServiceContainer:
         precedes the reply) and before ``worker_teardown``.
         """
         worker_ctx = WorkerContext(self, entrypoint, args, kwargs, context, request_id=request_id,
-                                   deadline=deadline, redelivered=redelivered)
+                                   deadline=deadline, redelivered=redelivered, headers=headers)
         steps = self._worker_steps(worker_ctx, on_result or _no_result)
         if not entrypoint.is_async:
             _drive(steps)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, Self, TypeVar
 
 from .config import Config
-from .messages import CALL_ID_STACK, Context, child_call_stack
+from .messages import CALL_ID_STACK, Context, Headers, child_call_stack
 from .transport import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,7 +65,7 @@ class Container(Protocol):
     def spawn_worker(self, entrypoint: Entrypoint, args: Sequence[Any], kwargs: dict[str, Any],
                      context: Context | None = None, on_result: ResultHandler | None = None, *,
                      request_id: str | None = None, deadline: float | None = None,
-                     redelivered: bool = False) -> WorkerContext: ...
+                     redelivered: bool = False, headers: Headers | None = None) -> WorkerContext: ...
 
 
 class WorkerContext:
@@ -74,7 +74,7 @@ class WorkerContext:
     ``data`` is the context that arrived (``user_id``, ``auth_token``, ...) and travels
     on with every call and event the handler makes; ``call_id_stack`` ends with this call.
     ``request_id`` is the same across redeliveries of one request (the correlation id),
-    for once-only effects.
+    for once-only effects. ``headers`` are the message's own (trace context), if it had any.
     """
 
     def __init__(
@@ -88,6 +88,7 @@ class WorkerContext:
         request_id: str | None = None,
         deadline: float | None = None,
         redelivered: bool = False,
+        headers: Headers | None = None,
     ) -> None:
         self.container = container
         self.entrypoint = entrypoint
@@ -100,6 +101,7 @@ class WorkerContext:
         self.request_id = request_id or self.call_id
         self.deadline = deadline
         self.redelivered = redelivered
+        self.headers = headers
         self.service: Any = None
 
     @property

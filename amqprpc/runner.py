@@ -21,6 +21,7 @@ from .containers import ExtensionFactory, ServiceContainer
 from .discovery.announcer import ServiceAnnouncer
 from .exceptions import ConfigError
 from .extensions import entrypoints_of
+from .tracing.setup import TracingOwner, tracing_enabled
 
 _log = logging.getLogger(__name__)
 
@@ -29,8 +30,12 @@ SERVICE_EXTENSIONS: tuple[ExtensionFactory, ...] = (ServiceAnnouncer,)
 
 
 def service_container(service_cls: type, config: Config | None = None) -> ServiceContainer:
-    """A container for ``service_cls`` as ``amqprpc run`` builds it: announced on the bus."""
-    return ServiceContainer(service_cls, config, extensions=SERVICE_EXTENSIONS)
+    """A container for ``service_cls`` as ``amqprpc run`` builds it: announced on the bus (and traced)."""
+    providers = None
+    if config is not None and tracing_enabled(config):
+        from .tracing.worker import worker_providers
+        providers = worker_providers(enabled=True)
+    return ServiceContainer(service_cls, config, extensions=SERVICE_EXTENSIONS, providers=providers)
 
 
 class ServiceRunner:
@@ -39,6 +44,7 @@ class ServiceRunner:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         self.containers: list[ServiceContainer] = []
+        self.tracing = TracingOwner(self.config, service_name="amqprpc-worker")
 
     def add_service(self, service_cls: type) -> ServiceContainer:
         container = service_container(service_cls, self.config)
@@ -50,6 +56,7 @@ class ServiceRunner:
     def start(self, wait: bool = True) -> None:
         """Start every container; if one fails, stop the ones already started."""
         started: list[ServiceContainer] = []
+        self.tracing.start()
         try:
             for container in self.containers:
                 container.start(wait=wait)
@@ -57,16 +64,19 @@ class ServiceRunner:
         except BaseException:
             for container in started:
                 container.kill()
+            self.tracing.shutdown()
             raise
 
     def stop(self, grace: float | None = None) -> bool:
         """Stop all containers gracefully; False if some calls outlived the grace period."""
         results = [container.stop(grace) for container in self.containers]
+        self.tracing.shutdown()
         return all(results)
 
     def kill(self) -> None:
         for container in self.containers:
             container.kill()
+        self.tracing.shutdown()
 
 
 def find_services(targets: Iterable[str]) -> list[type]:

@@ -72,6 +72,9 @@ def create_app(
 
     policy = CorsPolicy.from_settings(settings)
     middlewares = [cors_middleware(policy, gateway, methods_for)] if policy is not None else []
+    if config.tracing:  # first: the span covers CORS and everything after it
+        from .tracing import tracing_middleware
+        middlewares = [tracing_middleware, *middlewares]
     app = web.Application(client_max_size=settings.max_body_size, middlewares=middlewares)
     app[GATEWAY] = gateway
     app[CONNECTIONS] = ConnectionGate(settings.max_connections)

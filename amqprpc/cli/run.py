@@ -58,9 +58,11 @@ class WorkerCount(_IntParam):
               help="Serve /healthz and /readyz on this port (worker i of N uses PORT+i).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one object per line, with trace_id, span_id and call_id.")
 def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None, workers: int,
         concurrency: int | None, pool: str, grace: float | None, health_port: int | None,
-        log_level: str) -> None:
+        log_level: str, log_format: str = "text") -> None:
     """Run the services found in MODULE (or just MODULE:Class) until SIGTERM/SIGINT.
 
     A first signal stops gracefully (in-flight calls finish, up to --grace seconds, and
@@ -71,7 +73,11 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
         _reexec_with_gevent()
     from ..runner import find_services
 
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    if log_format == "json":
+        from ..tracing.logs import json_logging
+        json_logging(log_level.upper())
+    else:
+        logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace)
     classes = _friendly(lambda: find_services(targets))
     if workers == 1:

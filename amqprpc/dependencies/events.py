@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BrokerError
 from ..extensions import DependencyProvider, ExcInfo, WorkerContext
@@ -34,6 +34,9 @@ from ..futures import settle
 from ..publisher import UnroutableEvents, event_message
 from ..serialization import codec_named
 from ..topology import event_exchange, event_exchange_entity
+
+if TYPE_CHECKING:
+    from ..tracing.spans import ProducerSpans
 
 
 class EventDispatcher(DependencyProvider):
@@ -52,6 +55,10 @@ class EventDispatcher(DependencyProvider):
         self._config = container.config
         self._connection = container.connection
         self._codec = codec_named(self._config.serializer)
+        self._spans: ProducerSpans | None = None  # tracing off: no span, no call
+        if self._config.tracing:
+            from ..tracing.spans import ProducerSpans
+            self._spans = ProducerSpans(self._config.header_prefix)
         self._pending: dict[int, list[Future[None]]] = {}  # id(worker_ctx) -> its events
         self._lock = threading.Lock()
         # Declared on every (re)connect, before any queued publish goes out on it.
@@ -73,7 +80,10 @@ class EventDispatcher(DependencyProvider):
         future: Future[None] = Future()
         with self._lock:
             self._pending.setdefault(id(worker_ctx), []).append(future)
+        span = None if self._spans is None else self._spans.publish(message, self.source, event_type)
         self._connection.publish(message, on_confirm=lambda error: settle(future, error))
+        if span is not None:
+            span.end()
         return future
 
     def worker_result(self, worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:

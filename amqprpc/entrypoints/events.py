@@ -251,6 +251,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
             on_result,
             request_id=delivery.properties.get("message_id"),
             redelivered=delivery.redelivered or attempts > 0,  # it may have run before
+            headers=delivery.headers,
         )
 
     def _failed(self, delivery: Delivery, received: Received, attempts: int,

@@ -163,6 +163,7 @@ class RpcConsumer(ConsumesQueue, Extension):
             request_id=props.get("correlation_id"),
             deadline=deadline,
             redelivered=delivery.redelivered or attempts_of(delivery.headers) > 0,
+            headers=delivery.headers,
         )
 
     def _took_lost_run(self, delivery: Delivery, routing_key: str, codec: Codec) -> bool:

@@ -32,8 +32,9 @@ LAYERS = (
           "runner gives each container the announcer."),
     Layer(("discovery",), "What services say about themselves: descriptors from bound entrypoints, "
           "the announcer extension, the registry that listens."),
-    Layer(("containers", "pool"), "One service in one process: binds extensions and runs workers "
-          "on its pool and loop; knows nothing of discovery."),
+    Layer(("containers", "pool", "tracing.worker"), "One service in one process: binds extensions "
+          "and runs workers on its pool and loop; knows nothing of discovery. The span hooks the "
+          "runner adds to every worker when tracing is on."),
     Layer(("entrypoints", "dependencies"), "What triggers a worker, and what it is given; written "
           "against the extension base classes, never against the container.", independent=True),
     Layer(("extensions",), "The vocabulary: Extension, Entrypoint, DependencyProvider, WorkerContext, "
@@ -44,6 +45,9 @@ LAYERS = (
           "RpcProxy build on a send and a wait callable."),
     Layer(("calls", "publisher"), "Sending: calls awaiting replies, events awaiting confirms.",
           independent=True),
+    Layer(("tracing.spans", "tracing.setup", "tracing.logs"), "The caller's spans, who installs "
+          "OpenTelemetry, log records with trace ids.", independent=True),
+    Layer(("tracing.propagation",), "W3C trace context in message headers."),
     Layer(("topology", "dead_letters", "presence"), "Names and shapes on the broker: exchanges, "
           "queues, dead letters and their headers, whether a queue has consumers.", independent=True),
     Layer(("messages",), "Sans-I/O envelopes: requests, replies, events, context headers."),
@@ -72,7 +76,7 @@ def runtime_graph() -> grimp.ImportGraph:
 
 
 def test_every_module_is_in_a_layer(graph: grimp.ImportGraph) -> None:
-    placed = {f"amqprpc.{name}" for layer in LAYERS for name in layer.modules}
+    placed = {f"amqprpc.{name.split('.')[0]}" for layer in LAYERS for name in layer.modules}
     unplaced = graph.find_children("amqprpc") - placed
     assert not unplaced, f"place these modules in a layer of LAYERS: {sorted(unplaced)}"
 
