@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -90,6 +91,7 @@ class Caller:
         self._id_prefix = f"{uuid.uuid4().hex}-"
         self._ids = itertools.count(1)
         self.presence: Presence | None = Presence(connection)  # None: wait out the deadline
+        self.on_call: Callable[[RpcFuture], None] | None = None  # sees each call (metrics)
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""
@@ -139,6 +141,8 @@ class Caller:
         )
         future = RpcFuture(service, method, correlation_id, timeout)
         self._pending[correlation_id] = future
+        if self.on_call is not None:
+            self.on_call(future)
         self.connection.publish(message, on_confirm=functools.partial(self._on_confirm, correlation_id)
                                 if self.connection.confirms else None)
         with self._sweep_lock:  # after the insert above: a sweep that saw no calls has unset it

@@ -52,13 +52,14 @@ class Config(Mapping[str, Any]):
     discovery_owners: str = ""  # "users=svc-users,orders=svc-orders": who alone may announce each
     discovery_max_skew: float = 300.0  # seconds an announcement's clock may differ from ours
     discovery_hide_after: float = 600.0  # seconds gone after which a service is no longer listed
+    metrics_port: int = 0  # serve Prometheus /metrics on this port in `amqprpc run`; 0: off
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("prefetch",):
+        for name in ("prefetch", "metrics_port"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval",
