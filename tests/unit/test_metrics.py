@@ -20,7 +20,6 @@ from amqprpc.exceptions import MethodNotFound
 from amqprpc.messages import build_request
 from amqprpc.runner import ServiceRunner
 from amqprpc.serialization import codec_named
-from amqprpc.testing.pytest import with_name
 from amqprpc.transport import create_transport
 
 from ..waiting import wait_until
@@ -28,27 +27,30 @@ from ..waiting import wait_until
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class Counter:
-    name = "counter"
-    dispatch = EventDispatcher()
-    peer = RpcProxy("counter")
+def counter_named(service: str) -> type:
+    class Counter:
+        name = service
+        dispatch = EventDispatcher()
+        peer = RpcProxy(service)  # a nested call to itself: counted as a client call
 
-    @rpc
-    def ok(self, n: int) -> int:
-        return n
+        @rpc
+        def ok(self, n: int) -> int:
+            return n
 
-    @rpc
-    def fail(self) -> None:
-        raise ValueError("no")
+        @rpc
+        def fail(self) -> None:
+            raise ValueError("no")
 
-    @rpc
-    def nested(self) -> int:
-        result: int = self.peer.ok(7)
-        return result
+        @rpc
+        def nested(self) -> int:
+            result: int = self.peer.ok(7)
+            return result
 
-    @rpc
-    def shout(self) -> None:
-        self.dispatch("shouted", {})
+        @rpc
+        def shout(self) -> None:
+            self.dispatch("shouted", {})
+
+    return Counter
 
 
 def listener_of(source: str) -> type:
@@ -92,7 +94,7 @@ def send_expired(config: Config, service: str, method: str) -> None:
 def run_scenario(config: Config, service: str, calls: int = 5, errors: int = 3) -> None:
     """``calls`` ok, ``errors`` failing, one nested, one unknown method, one expired, one
     event that dead-letters; then check every counter exactly."""
-    cls = with_name(Counter, service)
+    cls = counter_named(service)
     runner = ServiceRunner(config, metrics_port=0)
     runner.add_service(cls)
     runner.add_service(listener_of(service))
