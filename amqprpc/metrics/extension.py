@@ -53,7 +53,7 @@ class MetricsExtension(DependencyProvider):
         for dependency in self.container.dependencies.values():
             caller = getattr(dependency, "_caller", None)
             if isinstance(caller, Caller):
-                self.metrics.watch_caller(caller)
+                self.metrics.client_calls.watch_caller(caller)
 
     def stop(self) -> None:
         self.metrics.unwatch(self.container)

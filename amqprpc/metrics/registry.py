@@ -49,9 +49,7 @@ class MetricsRegistry:
         self.events_dead_lettered = Counter(
             "amqprpc_events_dead_lettered", "Events moved to their dead-letter queue.",
             ("service", "handler"), registry=r)
-        self.client_calls = Counter(
-            "amqprpc_client_calls", "RPC calls this process made, by outcome (ok, error, "
-            "timeout, unavailable).", ("service", "method", "outcome"), registry=r)
+        self.client_calls = ClientCallMetrics(r)
         self._live = _LiveCollector()
         r.register(self._live)
 
@@ -62,20 +60,37 @@ class MetricsRegistry:
     def unwatch(self, container: Container) -> None:
         self._live.remove(container)
 
-    def watch_caller(self, caller: Caller) -> None:
-        """Count the outcome of every call ``caller`` makes."""
-        caller.on_call = self._track_call
-
-    def _track_call(self, future: RpcFuture) -> None:
-        future.add_done_callback(self._count_call)
-
-    def _count_call(self, future: Any) -> None:
-        self.client_calls.labels(future.service, future.method, call_outcome(future)).inc()
-
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class ClientCallMetrics:
+    """``amqprpc_client_calls_total``: the calls a process makes (workers and the bridge)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            "amqprpc_client_calls", "RPC calls this process made, by outcome (ok, error, "
+            "timeout, unavailable).", ("service", "method", "outcome"), registry=registry)
+
+    def watch_caller(self, caller: Caller) -> None:
+        """Count the outcome of every call ``caller`` makes."""
+        caller.on_call = self._track
+
+    def watch_client(self, client: Any) -> None:
+        """Count the calls of a ``ClusterRpcClient`` or ``AsyncRpcClient`` (not a test double)."""
+        from ..calls import Caller
+
+        caller = getattr(client, "_caller", None)
+        if isinstance(caller, Caller):
+            self.watch_caller(caller)
+
+    def _track(self, future: RpcFuture) -> None:
+        future.add_done_callback(self._count)
+
+    def _count(self, future: Any) -> None:
+        self.calls.labels(future.service, future.method, call_outcome(future)).inc()
 
 
 def call_outcome(future: Any) -> str:
