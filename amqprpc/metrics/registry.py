@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..exceptions import RpcTimeout, ServiceUnavailable, UnknownService
+
 if TYPE_CHECKING:
     from ..calls import Caller, RpcFuture
     from ..extensions import Container
@@ -73,6 +75,7 @@ class ClientCallMetrics:
         self.calls = Counter(
             "amqprpc_client_calls", "RPC calls this process made, by outcome (ok, error, "
             "timeout, unavailable).", ("service", "method", "outcome"), registry=registry)
+        self._children: dict[tuple[str, str, str], Any] = {}
 
     def watch_caller(self, caller: Caller) -> None:
         """Count the outcome of every call ``caller`` makes."""
@@ -90,13 +93,15 @@ class ClientCallMetrics:
         future.add_done_callback(self._count)
 
     def _count(self, future: Any) -> None:
-        self.calls.labels(future.service, future.method, call_outcome(future)).inc()
+        key = (future.service, future.method, call_outcome(future))
+        child = self._children.get(key)
+        if child is None:  # ``labels()`` takes a lock and builds a key: once per series
+            child = self._children[key] = self.calls.labels(*key)
+        child.inc()
 
 
 def call_outcome(future: Any) -> str:
     """``ok``, ``timeout``, ``unavailable`` (no such service / no worker) or ``error``."""
-    from ..exceptions import RpcTimeout, ServiceUnavailable, UnknownService
-
     if future.cancelled():
         return "error"
     error = future.exception()
