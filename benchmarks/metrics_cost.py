@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--side", choices=("both", "worker", "client"), default="both",
+                        help="Which side's metrics to switch on and off (the other stays off).")
     args = parser.parse_args(argv)
     container = ServiceContainer(Echo, Config(broker_url=args.broker, concurrency=10))
     server = MetricsServer(0, host="127.0.0.1")
@@ -46,12 +48,13 @@ def main(argv: list[str] | None = None) -> None:
             client.call(Echo.name, "echo", "warm-up")
             for round_ in range(args.rounds):
                 for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):  # no order bias
-                    if mode == "on":
+                    worker_on = mode == "on" and args.side in ("both", "worker")
+                    client_on = mode == "on" and args.side in ("both", "client")
+                    if worker_on:
                         container.dependencies[ATTR] = extension
-                        client._caller.on_call = on_call
                     else:
                         container.dependencies.pop(ATTR, None)
-                        client._caller.on_call = None
+                    client._caller.on_call = on_call if client_on else None
                     results[mode]["seq_p50_ms"].append(sequential_p50_ms(client, args.seconds))
                     results[mode]["calls_per_s"].append(in_flight_rate(client, args.seconds))
     finally:
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         container.stop()
         server.stop()
     for mode, figures in results.items():
-        print(f"metrics {mode:3}  sequential p50 {statistics.median(figures['seq_p50_ms']):.3f} ms   "
+        p50 = statistics.median(figures["seq_p50_ms"])
+        print(f"metrics {mode:3} ({args.side})  sequential p50 {p50:.3f} ms   "
               f"100 in flight {statistics.median(figures['calls_per_s']):,.0f} calls/s   "
               f"(medians of {args.rounds} rounds; rounds: "
               f"{', '.join(f'{v:,.0f}' for v in figures['calls_per_s'])})")
