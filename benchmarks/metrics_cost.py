@@ -6,16 +6,18 @@ With metrics on (issue #12, ``amqprpc run --metrics-port``) the worker runs the 
 extension's three hooks per call (two counter/histogram updates, the in-flight gauge) and
 the client counts each call's outcome from a done callback. This measures that with the
 harness of ``benchmarks.persistent_requests`` (one worker in this process, sequential p50
-and 100 calls in flight), the two modes interleaved round by round on one client, which
-goes first alternating. "off" takes the extension out of the container's dependencies and
-unsets the client's ``on_call``: exactly what a runner without a metrics port leaves.
-The /metrics server runs throughout (nothing scrapes it).
+and 100 calls in flight, plus the process's CPU time per call in flight, which other
+load on the machine disturbs less than throughput), the two modes interleaved round by
+round on one client, which goes first alternating. "off" takes the extension out of the
+container's dependencies and unsets the client's ``on_call``: exactly what a runner without
+a metrics port leaves. The /metrics server runs throughout (nothing scrapes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 from amqprpc import ClusterRpcClient, Config, ServiceContainer
 from amqprpc.metrics.extension import ATTR
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     container.start()
     server.start()
     results: dict[str, dict[str, list[float]]] = {
-        mode: {"seq_p50_ms": [], "calls_per_s": []} for mode in ("on", "off")}
+        mode: {"seq_p50_ms": [], "calls_per_s": [], "cpu_us": []} for mode in ("on", "off")}
     try:
         with ClusterRpcClient(args.broker, timeout=30) as client:
             server.metrics.client_calls.watch_client(client)
@@ -56,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
                         container.dependencies.pop(ATTR, None)
                     client._caller.on_call = on_call if client_on else None
                     results[mode]["seq_p50_ms"].append(sequential_p50_ms(client, args.seconds))
-                    results[mode]["calls_per_s"].append(in_flight_rate(client, args.seconds))
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    rate = in_flight_rate(client, args.seconds)
+                    calls = rate * (time.perf_counter() - wall)
+                    results[mode]["calls_per_s"].append(rate)
+                    results[mode]["cpu_us"].append((time.process_time() - cpu) / calls * 1e6)
     finally:
         container.dependencies[ATTR] = extension  # so stop() unwatches it
         container.stop()
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     for mode, figures in results.items():
         p50 = statistics.median(figures["seq_p50_ms"])
         print(f"metrics {mode:3} ({args.side})  sequential p50 {p50:.3f} ms   "
-              f"100 in flight {statistics.median(figures['calls_per_s']):,.0f} calls/s   "
+              f"100 in flight {statistics.median(figures['calls_per_s']):,.0f} calls/s, "
+              f"{statistics.median(figures['cpu_us']):.0f} us CPU/call   "
               f"(medians of {args.rounds} rounds; rounds: "
               f"{', '.join(f'{v:,.0f}' for v in figures['calls_per_s'])})")
 
