@@ -36,6 +36,7 @@ from .exceptions import (
 from .extensions import DependencyProvider, Entrypoint, Extension
 from .publisher import EventPublisher, dispatch_event
 from .runner import ServiceRunner
+from .serialization import DecodeLimits
 from .topology import BROADCAST, SERVICE_POOL, SINGLETON
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py checks)
@@ -52,6 +53,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py ch
     "ConfirmTimeout",
     "ConnectionLost",
     "Database",
+    "DecodeLimits",
     "DependencyProvider",
     "Entrypoint",
     "EventDispatcher",

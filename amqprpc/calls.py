@@ -34,7 +34,7 @@ from .exceptions import (
 from .futures import settle
 from .messages import DIRECT_REPLY_TO, Context, build_request, parse_reply
 from .presence import Presence
-from .serialization import codec_named
+from .serialization import DecodeLimits, codec_named
 from .topology import reply_queue_topology, rpc_exchange
 from .transport import Delivery, Outgoing, Transport
 
@@ -81,6 +81,7 @@ class Caller:
     ) -> None:
         self.connection = connection
         self.config = config
+        self._limits = DecodeLimits.from_config(config)  # once: read per reply
         self.codec = codec_named(config.serializer)
         self.direct_reply_to = direct_reply_to
         self._pending: dict[str, RpcFuture] = {}
@@ -90,7 +91,8 @@ class Caller:
         # per call, without its urandom syscall (which also hands the GIL away) on every call.
         self._id_prefix = f"{uuid.uuid4().hex}-"
         self._ids = itertools.count(1)
-        self.presence: Presence | None = Presence(connection)  # None: wait out the deadline
+        self.presence: Presence | None = Presence(  # None: wait out the deadline
+            connection, patience=config.rpc_presence_patience)
         self.on_call: Callable[[RpcFuture], None] | None = None  # sees each call (metrics)
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
@@ -166,7 +168,8 @@ class Caller:
             self.presence.seen(future.service)
         try:
             result, error = parse_reply(
-                delivery.body, delivery.properties.get("content_type"), self.config.max_message_size
+                delivery.body, delivery.properties.get("content_type"),
+                self._limits,
             )
         except Exception as exc:
             settle(future, exc)

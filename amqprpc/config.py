@@ -40,9 +40,16 @@ class Config(Mapping[str, Any]):
     concurrency: int = 10
     prefetch: int = 0  # 0: the same as concurrency
     max_message_size: int = 1024 * 1024
+    decode_max_depth: int = 64  # what a decoded body may become: DecodeLimits.from_config
+    decode_max_items: int = 100_000
+    decode_max_string: int = 1024 * 1024
+    decode_max_digits: int = 100
     heartbeat: float = 20.0
     connect_timeout: float = 5.0
     rpc_timeout: float = 30.0
+    # A waiting call to a service with no consumer fails with ServiceUnavailable, unless this
+    # client saw the service alive this recently: then a restart or failover gets that long.
+    rpc_presence_patience: float = 30.0
     grace: float = 30.0
     queue_type: str = "classic"
     delivery_limit: int = 20  # quorum queues only: deliveries before the broker gives up
@@ -56,13 +63,15 @@ class Config(Mapping[str, Any]):
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts"):
+        for name in ("concurrency", "max_message_size", "delivery_limit", "rpc_max_attempts",
+                     "decode_max_depth", "decode_max_items", "decode_max_string", "decode_max_digits"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("prefetch", "metrics_port"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
-        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "grace", "discovery_interval",
+        for name in ("heartbeat", "connect_timeout", "rpc_timeout", "rpc_presence_patience", "grace",
+                     "discovery_interval",
                      "discovery_max_skew", "discovery_hide_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import MalformedRequest
-from .serialization import Codec, decode
+from .serialization import Codec, DecodeLimits, decode
 from .transport.base import Outgoing
 
 DEADLINE_HEADER = "x-amqprpc-deadline"
@@ -100,9 +100,13 @@ class Request:
     kwargs: dict[str, Any]
 
 
-def parse_request(body: bytes | str, content_type: str | None, max_size: int) -> Request:
-    """Decode a request body; anything but ``{"args": list, "kwargs": dict}`` is malformed."""
-    payload = decode(body, content_type, max_size)
+def parse_request(body: bytes | str, content_type: str | None, limits: DecodeLimits | int) -> Request:
+    """Decode a request body; anything but ``{"args": list, "kwargs": dict}`` is malformed.
+
+    ``limits`` bounds what the body may decode to (a bare int: its size, default limits
+    otherwise); past one, the MalformedRequest names the limit.
+    """
+    payload = decode(body, content_type, limits)
     if not isinstance(payload, dict):
         raise MalformedRequest("request body must be an object with `args` and `kwargs`")
     try:
@@ -157,9 +161,10 @@ def build_reply(
     return Outgoing(exchange, routing_key, body, properties)
 
 
-def parse_reply(body: bytes | str, content_type: str | None, max_size: int) -> tuple[Any, Any]:
+def parse_reply(body: bytes | str, content_type: str | None,
+                limits: DecodeLimits | int) -> tuple[Any, Any]:
     """(result, error) from a reply body; raises MalformedRequest when it is not a reply."""
-    payload = decode(body, content_type, max_size)
+    payload = decode(body, content_type, limits)
     if not isinstance(payload, dict) or ("result" not in payload and "error" not in payload):
         raise MalformedRequest("reply body must be an object with `result` and `error`")
     return payload.get("result"), payload.get("error")

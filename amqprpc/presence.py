@@ -13,8 +13,9 @@ per service is in flight at a time, shared by every call waiting on it. The answ
 * consumers > 0: the service is there (a slow handler); not asked again for ``TTL`` seconds;
 * no consumer and requests ready in the queue: the calls to that service sent before the
   question fail with ``ServiceUnavailable``, unless the service was seen alive in the last
-  ``PATIENCE`` seconds (a reply, or consumers > 0): then a restarting worker gets that long
-  to come back, and the question is asked again every ``RECHECK`` seconds;
+  ``patience`` seconds (a reply, or consumers > 0; config ``rpc_presence_patience``, 30 s):
+  then a restarting worker, a broker restart or a failover gets that long to come back,
+  and the question is asked again every ``RECHECK`` seconds;
 * no consumer and nothing ready: the request is with a worker that is stopping gracefully
   (it still replies); keep waiting;
 * no queue: it was deleted with the request in it; the calls fail with ``UnknownService``;
@@ -39,7 +40,7 @@ _log = logging.getLogger(__name__)
 
 GRACE = 1.0  # seconds without a reply before the caller asks whether anyone is there
 TTL = 5.0  # a service found present is not asked about again for this long
-PATIENCE = 5.0  # a service seen alive this recently gets this long to come back
+PATIENCE = 30.0  # a service seen alive this recently gets this long to come back
 RECHECK = 0.5  # seconds between questions while a service is absent or unanswered
 QUESTION_TIMEOUT = 5.0
 
@@ -69,10 +70,11 @@ class Admin(Protocol):
 class Presence:
     """Consumer presence per service, learnt only when a call waits; I/O thread only."""
 
-    def __init__(self, transport: Admin, *, grace: float = GRACE,
+    def __init__(self, transport: Admin, *, grace: float = GRACE, patience: float = PATIENCE,
                  queue_of: Callable[[str], str] = lambda service: f"rpc-{service}") -> None:
         self.transport = transport
         self.grace = grace
+        self.patience = patience
         self.queue_of = queue_of
         self._seen: dict[str, float] = {}  # service -> when it was last known alive
         self._next_question: dict[str, float] = {}  # service -> not asked again before
@@ -125,7 +127,7 @@ class Presence:
             error = UnknownService
         elif info.message_count == 0:
             return  # with a worker that is stopping gracefully: its reply still comes
-        elif now - self._seen.get(service, float("-inf")) < PATIENCE:
+        elif now - self._seen.get(service, float("-inf")) < self.patience:
             return  # seen alive a moment ago: a restart, give it time
         else:
             error = ServiceUnavailable

@@ -26,7 +26,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from amqprpc import AsyncRpcClient, Config, ServiceRegistry
+from amqprpc import AsyncRpcClient, Config, DecodeLimits, ServiceRegistry
 
 from .auth import Authenticator
 from .connections import ConnectionGate
@@ -53,7 +53,7 @@ def create_app(
     """Build the bridge. Auth material (key file, JWT key) is loaded now: a bad one raises here."""
     config = config or Config.load()
     settings = settings or BridgeSettings.from_config(config)
-    gateway = Gateway(settings, Authenticator.from_settings(settings))
+    gateway = Gateway(settings, Authenticator.from_settings(settings), DecodeLimits.from_config(config))
     ops: dict[str, Handler] = {
         "/healthz": _healthz,
         "/readyz": _readyz,

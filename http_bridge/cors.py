@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
 from .errors import ApiError, error_body
@@ -36,7 +37,6 @@ from .gateway import Gateway
 from .settings import BridgeSettings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 # Request headers the bridge itself reads: allowed whatever the settings say.
 BRIDGE_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "SOAPAction", "X-API-Key")

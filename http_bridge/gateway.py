@@ -2,8 +2,12 @@
 
     headers checked (431/400) -> route matched (404/405) -> credentials (401) -> roles (403)
     -> rate limit (429) -> service live? broker up? (503, at once) -> body read (413/408/415)
+    -> in-flight cap (503) -> body parsed within the decode limits (400/413)
     -> arguments bound and validated (400) -> Idempotency-Key (replay/409/422)
-    -> in-flight cap (503) -> RPC call with the route's deadline (504) -> JSON answer
+    -> RPC call with the route's deadline (504) -> JSON answer
+
+The in-flight cap admits a request before its body is parsed: what parsed bodies hold in
+memory is bounded by ``max_inflight`` x the decode limits, not by how many clients send.
 
 Identity reaches the service only as the context the bridge sets itself (``user_id``,
 ``roles``, ``idempotency_key`` -- a digest of the scoped key, not the client's --,
@@ -18,21 +22,22 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 
-from amqprpc import AsyncRpcClient, ServiceRegistry
+from amqprpc import AsyncRpcClient, DecodeLimits, ServiceRegistry
 from amqprpc.discovery import MethodDescriptor
 
 from .auth import Authenticator, Identity
 from .client_address import ClientAddresses
 from .errors import ApiError, ErrorContext, error_body, map_error
 from .idempotency import IdempotencyCache, StoredResponse, scope_of, service_key
-from .limits import InflightGate, RateLimiter, read_json_body
+from .limits import InflightGate, RateLimiter, read_json_bytes
 from .metrics import BridgeMetrics
-from .params import bind_arguments
+from .params import bind_arguments, parse_json_body
 from .routing import Route, RouteTable
 from .settings import BridgeSettings
 
@@ -45,8 +50,10 @@ _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-s
 class Gateway:
     """The request pipeline; owns the limiters, caches and metrics of one process."""
 
-    def __init__(self, settings: BridgeSettings, authenticator: Authenticator) -> None:
+    def __init__(self, settings: BridgeSettings, authenticator: Authenticator,
+                 decode_limits: DecodeLimits | None = None) -> None:
         self.settings = settings
+        self.decode_limits = (decode_limits or DecodeLimits()).replace(max_size=settings.max_body_size)
         self.auth = authenticator
         self.rpc: AsyncRpcClient | None = None
         self.registry: ServiceRegistry | None = None
@@ -114,9 +121,14 @@ class Gateway:
                                        public=route.public, roles=route.roles)
         self.rate.check(identity.principal or f"ip:{client}")
         self.check_available(route.service)
-        body = await read_json_body(request, self.settings.max_body_size, self.settings.body_timeout)
-        kwargs = bind_arguments(route.method, path_params, list(request.rel_url.query.items()), body)
+        data = await read_json_bytes(request, self.settings.max_body_size, self.settings.body_timeout)
+        with self.admitted():
+            body = None if data is None else parse_json_body(data, self.decode_limits)
+            kwargs = bind_arguments(route.method, path_params, list(request.rel_url.query.items()), body)
+            return await self._answer(request, request_id, route, kwargs, body, identity, client)
 
+    async def _answer(self, request: web.Request, request_id: str, route: Route, kwargs: dict[str, Any],
+                      body: dict[str, Any] | None, identity: Identity, client: str) -> web.Response:
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return await self._invoke(route, kwargs, identity, request_id, None)
@@ -151,8 +163,9 @@ class Gateway:
     async def call(self, service: str, method: MethodDescriptor, kwargs: dict[str, Any], identity: Identity,
                    request_id: str, *, deadline: float, service_errors: Mapping[str, int],
                    idempotency_key: str | None = None) -> Any:
-        """One RPC call under the in-flight cap and ``deadline``; failures as a mapped ApiError.
+        """One RPC call with ``deadline``; failures as a mapped ApiError.
 
+        The caller holds the in-flight cap (``admitted``) since before it parsed the body.
         The context carries the identity and a ``call_id_stack`` naming the request, nothing
         the client sent. Shared by every front end (REST routes, SOAP operations).
         """
@@ -161,7 +174,6 @@ class Gateway:
         context["call_id_stack"] = [f"http_bridge.request.{request_id}"]
         if idempotency_key is not None:
             context["idempotency_key"] = idempotency_key
-        self.inflight.enter()
         try:
             return await self.rpc.call(service, method.name, _timeout=deadline, _context=context, **kwargs)
         except Exception as exc:
@@ -171,6 +183,13 @@ class Gateway:
                 _log.warning("request %s: %s.%s failed: %s: %s", request_id, service,
                              method.name, type(exc).__name__, exc)
             raise error from None
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Hold a place under the in-flight cap (503 at once past it) for one request."""
+        self.inflight.enter()
+        try:
+            yield
         finally:
             self.inflight.leave()
 
@@ -220,4 +239,5 @@ class Gateway:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str,
+                      allow_nan=False).encode("utf-8")

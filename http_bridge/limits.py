@@ -2,8 +2,9 @@
 
 * ``read_body``: 413 from ``Content-Length`` alone when it is over the limit (the body
   is never read), 413 as soon as a chunked body passes it, 408 when the body does not
-  arrive within ``body_timeout``. ``read_json_body`` adds 415/400 for a body that is not
-  a JSON object; the SOAP front end parses its XML from the same bounded bytes.
+  arrive within ``body_timeout``. ``read_json_bytes`` adds 415 for a body that is not
+  JSON; both front ends parse (params.parse_json_body, the SOAP XML parser) only once the
+  in-flight cap admitted the request, so parsed bodies are bounded by it too.
 * ``RateLimiter``: a token bucket per key (the principal, else the client address), in an
   LRU of at most ``max_keys`` buckets: the coldest key is forgotten first (it starts again
   with a full bucket), so a flood of new keys costs a fixed amount of memory.
@@ -13,12 +14,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -27,24 +26,15 @@ from .errors import ApiError
 _JSON_TYPES = ("application/json",)
 
 
-async def read_json_body(request: web.Request, max_size: int, timeout: float) -> dict[str, Any] | None:
-    """The request's JSON object body, or None when there is no body."""
+async def read_json_bytes(request: web.Request, max_size: int, timeout: float) -> bytes | None:
+    """The request's raw JSON body (not parsed yet), or None when there is no body."""
     check_length(request, max_size)
     if not request.body_exists or request.content_length == 0:
         return None
     if request.content_type not in _JSON_TYPES:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json, not {request.content_type or 'untyped'}")
-    data = await read_body(request, max_size, timeout)
-    try:
-        body = json.loads(data, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object of named arguments")
-    return body
+    return await read_body(request, max_size, timeout)
 
 
 def check_length(request: web.Request, max_size: int) -> None:
@@ -76,10 +66,6 @@ async def read_body(request: web.Request, max_size: int, timeout: float) -> byte
         raise ApiError(408, "request_timeout", f"the body did not arrive within {timeout:g}s",
                        headers={"Connection": "close"}) from None
     return b"".join(chunks)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class RateLimiter:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from amqprpc import DecodeLimits, MalformedRequest
 from amqprpc.discovery import MethodDescriptor, ParamDescriptor
 
 from .errors import ApiError
@@ -166,7 +167,8 @@ def coerce_text(text: str, schema: Mapping[str, Any], where: str) -> Any:
     """A path or query value converted to what ``schema`` expects, then validated."""
     options = schema.get("anyOf")
     if isinstance(options, list) and options:
-        for option in options:
+        # Text cannot carry null (the OpenAPI spec leaves it out): omit the parameter instead.
+        for option in [option for option in options if option.get("type") != "null"] or options:
             try:
                 return coerce_text(text, option, where)
             except Invalid:
@@ -333,3 +335,28 @@ def _check_format(value: str, fmt: Any, where: str, found: list[Invalid]) -> Non
             uuid.UUID(value)
     except ValueError:
         found.append(Invalid(where, f"expected a {fmt} string, got {value[:40]!r}"))
+
+
+# ---------------------------------------------------------------- the JSON body
+
+_TOO_LARGE = frozenset({"max_message_size", "decode_max_items", "decode_max_string"})
+
+
+def parse_json_body(data: bytes, limits: DecodeLimits) -> dict[str, Any]:
+    """The body's JSON object of named arguments; 400 (413 for size limits) naming the problem.
+
+    Decoded as a worker decodes a request: strictly UTF-8, no NaN or Infinity (``1e999``
+    neither), within ``limits`` (depth, items, string length, integer digits).
+    """
+    try:
+        body = limits.decode(data, "application/json")
+    except MalformedRequest as exc:
+        limit = getattr(exc, "limit", None)  # set on errors past a limit (serialization.limit_exceeded)
+        if limit is None:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        status, code = (413, "payload_too_large") if limit in _TOO_LARGE else (400, "limit_exceeded")
+        raise ApiError(status, code, f"the JSON body is refused: {exc}",
+                       details=[{"field": "body", "problem": str(exc), "limit": limit}]) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object of named arguments")
+    return body

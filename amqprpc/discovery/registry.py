@@ -44,7 +44,7 @@ from typing import Any
 
 from ..config import Config
 from ..exceptions import MalformedRequest
-from ..serialization import decode
+from ..serialization import DecodeLimits, decode
 from ..topology import DISCOVERY
 from ..transport import Binding, Delivery, Queue, Transport, create_transport
 from .announcer import DEFAULT_INTERVAL, DISCOVERY_EXCHANGE
@@ -123,6 +123,7 @@ class ServiceRegistry:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or Config()
+        self._limits = DecodeLimits.from_config(self.config)
         self.expire_beats = expire_beats
         self.forget_after = forget_after
         settings = self.config
@@ -233,7 +234,7 @@ class ServiceRegistry:
             headers = properties.get("application_headers") or {}
             self.signer.verify(headers.get(SIGNATURE_HEADER), routing_key, content_type, body)
         try:
-            payload = decode(body, content_type, self.config.max_message_size)
+            payload = decode(body, content_type, self._limits)
         except MalformedRequest as exc:
             raise DescriptorError(str(exc)) from None
         descriptor = parse_descriptor(payload)

@@ -49,7 +49,7 @@ from ..exceptions import AmqpRpcError, ConfigError, MalformedRequest
 from ..extensions import Entrypoint, ExcInfo, WorkerContext
 from ..messages import decode_context
 from ..publisher import check_event_names
-from ..serialization import decode
+from ..serialization import DecodeLimits, decode
 from ..topology import (
     BROADCAST,
     HANDLER_TYPES,
@@ -151,6 +151,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
         service, method = container.service_name, self.method_name
         _check_takes_payload(container.service_cls, method)
         self._config = container.config
+        self._limits = DecodeLimits.from_config(self._config)  # once: read per message
         self._connection: Transport = container.connection
         # A quorum queue counts deliveries itself (delivery_limit); only reliable queues are
         # quorum queues (exclusive or auto-delete ones cannot be).
@@ -234,7 +235,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
             return
         try:
             payload = decode(delivery.body, delivery.properties.get("content_type"),
-                             self._config.max_message_size)
+                             self._limits)
         except MalformedRequest as exc:
             _log.warning("%s: malformed event dead-lettered to %s: %s", self.queue_name,
                          self.dead_letter_queue_name, exc)

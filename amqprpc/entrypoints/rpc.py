@@ -34,7 +34,7 @@ from ..exceptions import (
 )
 from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
 from ..messages import build_reply, deadline_of, decode_context, parse_request
-from ..serialization import JSON, Codec, codec_for
+from ..serialization import JSON, Codec, DecodeLimits, codec_for
 from ..topology import delay_queue, delay_queue_arguments, rpc_queue_topology
 from ..transport import Delivery
 from .consuming import ConsumesQueue
@@ -112,6 +112,7 @@ class RpcConsumer(ConsumesQueue, Extension):
         self._service = container.service_name
         self.queue_name = f"rpc-{self._service}"
         self._config = container.config
+        self._limits = DecodeLimits.from_config(self._config)  # once: read per message
         self._connection = container.connection
         self._connection.declare(*rpc_queue_topology(self._config, self._service))
         self._consumer_tag = self._connection.consume(
@@ -153,7 +154,7 @@ class RpcConsumer(ConsumesQueue, Extension):
             if entrypoint is None:
                 raise MethodNotFound(f"{self._service}.{method_name}: no such @rpc method")
             request = parse_request(delivery.body, props.get("content_type"),
-                                    self._config.max_message_size)
+                                    self._limits)
             entrypoint.check_signature(request.args, request.kwargs)
         except (MethodNotFound, MalformedRequest, IncorrectSignature) as exc:
             _log.warning("refused %s.%s: %s", self._service, method_name, exc)

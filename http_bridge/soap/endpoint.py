@@ -3,9 +3,9 @@
 One request, in order (each step is the gateway's own, shared with REST routes)::
 
     headers checked -> service known? -> credentials sent are valid (a bad key never gets
-    its body read) -> rate limit -> body read, bounded (size, time) -> XML parsed safely
-    -> Envelope/Body -> operation known? SOAPAction agrees? -> roles -> service live?
-    broker up? -> arguments decoded and validated -> Idempotency-Key -> in-flight cap
+    its body read) -> rate limit -> body read, bounded (size, time) -> in-flight cap
+    -> XML parsed safely -> Envelope/Body -> operation known? SOAPAction agrees? -> roles
+    -> service live? broker up? -> arguments decoded and validated -> Idempotency-Key
     -> RPC call with the operation's deadline -> reply envelope
 
 Every error answer is a SOAP Fault with HTTP 500 (SOAP 1.1 §6.2; WS-I Basic Profile
@@ -119,6 +119,13 @@ class SoapEndpoint:
             gateway.auth.authorize(None, public=False, roles=())  # 401 before the body is read
         gateway.rate.check(identity.principal if identity else f"ip:{client}")
         body = await read_body(request, settings.max_body_size, settings.body_timeout)
+        with gateway.admitted():  # parsed only once admitted: parsed envelopes are bounded too
+            return await self._admitted(request, request_id, service, identity, body)
+
+    async def _admitted(self, request: web.Request, request_id: str, service: SoapService,
+                        identity: Identity | None, body: bytes) -> tuple[str, web.Response]:
+        gateway = self.gateway
+        settings = gateway.settings
         root = await _parse(body, settings.soap_max_depth, settings.soap_max_elements)
         element = operation_element(root)
         operation = service.operations.get(element.local)

@@ -19,6 +19,7 @@ import pytest
 from amqprpc import (
     AsyncRpcClient,
     ClusterRpcClient,
+    Config,
     RpcProxy,
     ServiceUnavailable,
     UnknownService,
@@ -90,10 +91,11 @@ def test_stopped_service_fails_fast_for_the_async_client(stopped: str, amqp_uri:
 @pytest.mark.timeout(20)
 def test_a_client_that_saw_the_service_gives_it_a_moment_then_fails(
         container_factory: Any, unique_name: Any, amqp_uri: str) -> None:
-    """A reply a moment ago means a restart may be under way: PATIENCE, then the error."""
+    """A reply a moment ago means a restart may be under way: patience, then the error."""
     service = _service(unique_name)
     container = container_factory(service)
-    with ClusterRpcClient(amqp_uri, timeout=LONG) as client:
+    patient = Config(rpc_presence_patience=3.0)  # the default 30 s would outlast the test
+    with ClusterRpcClient(amqp_uri, config=patient, timeout=LONG) as client:
         assert client.call(service.name, "hello", "Ann") == "Hello, Ann!"
         container.stop()
         with pytest.raises(ServiceUnavailable):
