@@ -41,7 +41,8 @@ class MetricsRegistry:
             "(ok, error, expired: past the caller's deadline, rejected: could not run).",
             ("service", "method", "outcome"), registry=r)
         self.rpc_duration = Histogram(
-            "amqprpc_rpc_request_duration_seconds", "Time an RPC handler ran (with its hooks).",
+            "amqprpc_rpc_request_duration_seconds", "Time an RPC handler ran (and the "
+            "worker_result hooks, such as a commit).",
             ("service", "method"), buckets=DURATION_BUCKETS, registry=r)
         self.rpc_in_flight = Gauge(
             "amqprpc_rpc_in_flight", "RPC handlers running now.", ("service",), registry=r)
