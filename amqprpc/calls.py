@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,7 @@ class Caller:
         if config.tracing:
             from .tracing.spans import ClientSpans
             self._spans = ClientSpans(config.header_prefix)
+        self.on_call: Callable[[RpcFuture], None] | None = None  # sees each call (metrics)
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""
@@ -150,6 +152,8 @@ class Caller:
         self._pending[correlation_id] = future
         if self._spans is not None:
             self._spans.start(message, service, method, future)
+        if self.on_call is not None:
+            self.on_call(future)
         self.connection.publish(message, on_confirm=functools.partial(self._on_confirm, correlation_id)
                                 if self.connection.confirms else None)
         with self._sweep_lock:  # after the insert above: a sweep that saw no calls has unset it

@@ -60,6 +60,7 @@ class Config(Mapping[str, Any]):
     discovery_max_skew: float = 300.0  # seconds an announcement's clock may differ from ours
     discovery_hide_after: float = 600.0  # seconds gone after which a service is no longer listed
     tracing: int = 0  # 1 (or true): OpenTelemetry spans, set up from OTEL_* (docs/observability.md)
+    metrics_port: int = 0  # serve Prometheus /metrics on this port in `amqprpc run`; 0: off
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,7 +68,7 @@ class Config(Mapping[str, Any]):
                      "decode_max_depth", "decode_max_items", "decode_max_string", "decode_max_digits"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("prefetch",):
+        for name in ("prefetch", "metrics_port"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         for name in ("heartbeat", "connect_timeout", "rpc_timeout", "rpc_presence_patience", "grace",

@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .containers import ExtensionFactory, ServiceContainer
@@ -22,6 +23,9 @@ from .discovery.announcer import ServiceAnnouncer
 from .exceptions import ConfigError
 from .extensions import entrypoints_of
 from .tracing.setup import TracingOwner, tracing_enabled
+
+if TYPE_CHECKING:
+    from .metrics.server import MetricsServer
 
 _log = logging.getLogger(__name__)
 
@@ -39,17 +43,30 @@ def service_container(service_cls: type, config: Config | None = None) -> Servic
 
 
 class ServiceRunner:
-    """Owns the containers of one process; ``stop()`` is graceful, ``kill()`` is not."""
+    """Owns the containers of one process; ``stop()`` is graceful, ``kill()`` is not.
 
-    def __init__(self, config: Config | None = None) -> None:
+    With a metrics port it also owns the ``/metrics`` server and counts every container's
+    calls (amqprpc.metrics). ``metrics_port`` defaults to the config's, where 0 is off; passed
+    here, 0 means any free port (``runner.metrics.port`` says which).
+    """
+
+    def __init__(self, config: Config | None = None, *, metrics_port: int | None = None) -> None:
         self.config = config or Config()
         self.containers: list[ServiceContainer] = []
         self.tracing = TracingOwner(self.config, service_name="amqprpc-worker")
+        port = (self.config.metrics_port or None) if metrics_port is None else metrics_port
+        self.metrics: MetricsServer | None = None
+        if port is not None:
+            from .metrics.server import MetricsServer  # prometheus_client: only when on
+
+            self.metrics = MetricsServer(port)
 
     def add_service(self, service_cls: type) -> ServiceContainer:
         container = service_container(service_cls, self.config)
         if any(c.service_name == container.service_name for c in self.containers):
             raise ConfigError(f"service {container.service_name!r} is added twice")
+        if self.metrics is not None:
+            self.metrics.install(container)
         self.containers.append(container)
         return container
 
@@ -61,6 +78,8 @@ class ServiceRunner:
             for container in self.containers:
                 container.start(wait=wait)
                 started.append(container)
+            if self.metrics is not None:
+                self.metrics.start()
         except BaseException:
             for container in started:
                 container.kill()
@@ -71,12 +90,16 @@ class ServiceRunner:
         """Stop all containers gracefully; False if some calls outlived the grace period."""
         results = [container.stop(grace) for container in self.containers]
         self.tracing.shutdown()
+        if self.metrics is not None:
+            self.metrics.stop()
         return all(results)
 
     def kill(self) -> None:
         for container in self.containers:
             container.kill()
         self.tracing.shutdown()
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
 def find_services(targets: Iterable[str]) -> list[type]:

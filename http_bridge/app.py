@@ -105,6 +105,7 @@ def _lifespan(gateway: Gateway, config: Config, rpc_client: AsyncRpcClient | Non
         own_client = rpc_client is None
         own_registry = registry is None
         gateway.rpc = rpc_client or AsyncRpcClient(config=config, name=f"http-bridge-{id(app):x}")
+        gateway.metrics.watch_client(gateway.rpc)
         gateway.registry = registry or ServiceRegistry(config)
         loop = asyncio.get_running_loop()
         try:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..config import Config
-from . import EXIT_CONFIG, _build_config, _friendly, _log, broker_option, config_option
+from . import EXIT_CONFIG, CliError, _build_config, _friendly, _log, broker_option, config_option
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
@@ -56,13 +56,16 @@ class WorkerCount(_IntParam):
               help="Seconds in-flight calls get on stop (default 30).")
 @click.option("--health-port", type=click.IntRange(min=0, max=65535),
               help="Serve /healthz and /readyz on this port (worker i of N uses PORT+i).")
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535),
+              help="Serve Prometheus /metrics on this port (worker i of N uses PORT+i); "
+                   "needs the `metrics` extra. Config key: metrics_port.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one object per line, with trace_id, span_id and call_id.")
 def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None, workers: int,
         concurrency: int | None, pool: str, grace: float | None, health_port: int | None,
-        log_level: str, log_format: str = "text") -> None:
+        metrics_port: int | None, log_level: str, log_format: str = "text") -> None:
     """Run the services found in MODULE (or just MODULE:Class) until SIGTERM/SIGINT.
 
     A first signal stops gracefully (in-flight calls finish, up to --grace seconds, and
@@ -78,7 +81,9 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
         json_logging(log_level.upper())
     else:
         logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
-    config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace)
+    config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace,
+                           metrics_port=metrics_port)
+    _check_metrics_extra(config)
     classes = _friendly(lambda: find_services(targets))
     if workers == 1:
         sys.exit(serve(config, classes, health_port))
@@ -86,8 +91,9 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
 
     def child(index: int) -> int:
         port = None if health_port is None else (health_port + index if health_port else 0)
+        own = config.replace(metrics_port=config.metrics_port + index) if config.metrics_port else config
         try:
-            return serve(config, classes, port)
+            return serve(own, classes, port)
         except click.ClickException as exc:  # one line, and an exit code the supervisor reads
             exc.show()
             return exc.exit_code
@@ -136,6 +142,17 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
     if not clean:
         os._exit(1)  # handler threads still running past the grace period: leave them
     return 0
+
+
+def _check_metrics_extra(config: Config) -> None:
+    """Fail at once, in one line, when metrics are asked for without prometheus-client."""
+    if not config.metrics_port:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise CliError("--metrics-port needs prometheus-client: pip install 'amqprpc[metrics]'",
+                       EXIT_CONFIG)
 
 
 def _reexec_with_gevent() -> None:

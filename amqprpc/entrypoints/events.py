@@ -135,6 +135,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
         self.dead_letter_queue_name = ""
         self._consumer_tag: str | None = None
         self._counts_redeliveries = False
+        self.on_dead_letter: Callable[[], None] = _nothing  # counts dead letters if metrics are on
 
     @property
     def declared_queues(self) -> list[str]:
@@ -273,10 +274,15 @@ class EventHandler(ConsumesQueue, Entrypoint):
                      error: BaseException) -> None:
         message = dead_letter(received, queue=self.queue_name, dlq=self.dead_letter_queue_name,
                               attempts=attempts, error=error)
+        self.on_dead_letter()
         self._republish(delivery, message, dead_letter_queue_arguments(self._config))
 
 
 event_handler = EventHandler.decorator
+
+
+def _nothing() -> None:
+    """``on_dead_letter`` while metrics are off."""
 
 
 def _reliable_delivery(source: str, event_type: str, handler_type: str, reliable: bool | None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, retry_copy
@@ -92,9 +93,14 @@ rpc = Rpc.decorator
 
 
 class RpcConsumer(ConsumesQueue, Extension):
-    """Consumes the service's queue and dispatches each request to its ``@rpc`` method."""
+    """Consumes the service's queue and dispatches each request to its ``@rpc`` method.
+
+    ``on_unrun(method, outcome)`` hears of each request that never reaches a worker
+    (``expired``, ``rejected``, ``error`` for a lost run): a no-op unless metrics are on.
+    """
 
     def __init__(self) -> None:
+        self.on_unrun: Callable[[str, str], None] = _ignore
         self._methods: dict[str, Rpc] = {}
         self.queue_name = ""  # rpc-<service>, once set up
 
@@ -122,6 +128,7 @@ class RpcConsumer(ConsumesQueue, Extension):
             deadline = deadline_of(delivery.headers)
         except MalformedRequest as exc:
             _log.warning("refused %s: %s", routing_key, exc)
+            self.on_unrun(method_name, "rejected")
             try:
                 reply_codec = codec_for(props.get("content_type"))
             except MalformedRequest:
@@ -131,11 +138,13 @@ class RpcConsumer(ConsumesQueue, Extension):
         if deadline is not None and deadline < time.time():
             _log.info("skipped %s.%s: its caller's deadline passed %.3fs ago",
                       self._service, method_name, time.time() - deadline)
+            self.on_unrun(method_name, "expired")
             self._connection.ack(delivery)
             return
         try:
             codec = codec_for(props.get("content_type"))
         except MalformedRequest as exc:
+            self.on_unrun(method_name, "rejected")
             self._reply(delivery, JSON_CODEC, None, exc)
             return
         if self._took_lost_run(delivery, routing_key, codec):
@@ -149,6 +158,7 @@ class RpcConsumer(ConsumesQueue, Extension):
             entrypoint.check_signature(request.args, request.kwargs)
         except (MethodNotFound, MalformedRequest, IncorrectSignature) as exc:
             _log.warning("refused %s.%s: %s", self._service, method_name, exc)
+            self.on_unrun(method_name, "rejected")
             self._reply(delivery, codec, None, exc)
             return
         def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
@@ -192,6 +202,7 @@ class RpcConsumer(ConsumesQueue, Extension):
                 return True
         _log.error("%s: %s was taken by %d workers that died before finishing it; answering "
                    "WorkerLost instead of running it again", self._service, routing_key, lost)
+        self.on_unrun(routing_key.partition(".")[2], "error")
         self._reply(delivery, codec, None, WorkerLost(
             f"{routing_key} did not finish in {lost} attempts: each worker that ran it "
             "died (or lost its broker connection) first"))
@@ -260,6 +271,10 @@ _RERUN_DELAY_MS = 250  # before the first re-run of a request whose worker died;
 
 class UnencodableResult(AmqpRpcError):
     """The handler returned a value the request's serializer cannot encode."""
+
+
+def _ignore(method: str, outcome: str) -> None:
+    """``on_unrun`` while metrics are off."""
 
 
 def _unencodable(exc: Exception) -> UnencodableResult:

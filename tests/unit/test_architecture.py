@@ -30,6 +30,8 @@ LAYERS = (
     Layer(("runner", "health", "supervisor", "devservers"), "A process: its containers, its signals, "
           "its health port, its worker processes (and the local servers `amqprpc dev` starts); the "
           "runner gives each container the announcer."),
+    Layer(("metrics",), "Prometheus metrics of a process: the registry, the extension the runner "
+          "adds to each container, the /metrics server the runner owns."),
     Layer(("discovery",), "What services say about themselves: descriptors from bound entrypoints, "
           "the announcer extension, the registry that listens."),
     Layer(("containers", "pool", "tracing.worker"), "One service in one process: binds extensions "
@@ -61,7 +63,8 @@ LAYERS = (
 # What http_bridge may import of amqprpc: the public API, the descriptor API, the CLI's
 # helpers for its `amqprpc bridge` command, and the prefork supervisor (`--workers N` runs
 # the same one as `amqprpc run --workers N`).
-BRIDGE_MAY_IMPORT = {"amqprpc", "amqprpc.discovery", "amqprpc.cli", "amqprpc.supervisor"}
+BRIDGE_MAY_IMPORT = {"amqprpc", "amqprpc.discovery", "amqprpc.cli", "amqprpc.supervisor",
+                     "amqprpc.metrics.registry"}
 
 
 @pytest.fixture(scope="module")
