@@ -35,3 +35,10 @@ class EchoService:
         """Die mid-call, every time (a poison request): leave a file per run first."""
         (Path(marker_dir) / f"{os.getpid()}.crash").touch()
         os._exit(1)
+
+    @rpc
+    def hog(self, marker_dir: str, megabytes: int):
+        """Allocate (and touch) ``megabytes``: in a memory cgroup, the kernel OOM-kills us."""
+        (Path(marker_dir) / f"{os.getpid()}.hog").touch()
+        block = b"x" * (megabytes * 1024 * 1024)
+        return len(block)
