@@ -67,7 +67,7 @@ def test_never_run_service_is_unknown_at_once(amqp_uri: str, unique_name: Any) -
 
 
 @pytest.mark.timeout(15)
-def test_stopped_service_fails_fast_for_the_sync_client(stopped: str, amqp_uri: str) -> None:
+def test_R2_stopped_service_fails_fast_for_the_sync_client(stopped: str, amqp_uri: str) -> None:
     with ClusterRpcClient(amqp_uri, timeout=LONG) as client:
         futures = [client.call_async(stopped, "hello", str(i)) for i in range(5)]
         for future in futures:  # one question for all of them, each its own error
@@ -79,7 +79,7 @@ def test_stopped_service_fails_fast_for_the_sync_client(stopped: str, amqp_uri: 
 
 
 @pytest.mark.timeout(15)
-def test_stopped_service_fails_fast_for_the_async_client(stopped: str, amqp_uri: str) -> None:
+def test_R2_stopped_service_fails_fast_for_the_async_client(stopped: str, amqp_uri: str) -> None:
     async def main() -> None:
         async with AsyncRpcClient(amqp_uri, timeout=LONG) as client:
             with pytest.raises(ServiceUnavailable):
@@ -103,7 +103,7 @@ def test_a_client_that_saw_the_service_gives_it_a_moment_then_fails(
 
 
 @pytest.mark.timeout(20)
-def test_stopped_service_fails_fast_for_rpc_proxy(stopped: str, container_factory: Any,
+def test_R2_stopped_service_fails_fast_for_rpc_proxy(stopped: str, container_factory: Any,
                                                   unique_name: Any, amqp_uri: str) -> None:
     class Front:
         name = unique_name("front")
@@ -122,7 +122,7 @@ def test_stopped_service_fails_fast_for_rpc_proxy(stopped: str, container_factor
 
 
 @pytest.mark.timeout(30)
-def test_cli_call_of_a_stopped_service(stopped: str, amqp_uri: str) -> None:
+def test_R2_cli_call_of_a_stopped_service(stopped: str, amqp_uri: str) -> None:
     env = {**os.environ, "AMQPRPC_BROKER_URL": amqp_uri}
     done = subprocess.run([sys.executable, "-m", "amqprpc.cli", "call", f"{stopped}.hello",
                            json.dumps({"name": "Ann"}), "--timeout", str(LONG)],
