@@ -17,6 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .exceptions import ConfigError
 from .runner import ServiceRunner
 
 _log = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 _log.debug("health: " + format, *args)
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        except OSError as exc:  # the port taken, a bad host: say which, as --metrics-port does
+            raise ConfigError(f"cannot serve health endpoints on {self.host}:{self.port}: {exc}") from None
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="amqprpc-health",
                                         daemon=True)

@@ -128,7 +128,11 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
     health = HealthServer(runner, health_port) if health_port is not None else None
     _friendly(lambda: runner.start(wait=False))
     if health is not None:
-        health.start()
+        try:
+            _friendly(health.start)
+        except CliError:
+            runner.kill()  # its requests go back to the queue; nothing was running yet
+            raise
     names = ", ".join(c.service_name for c in runner.containers)
     where = getattr(runner.containers[0].connection, "address", "in memory")  # AmqpTransport's node
     _log.info("running %s (pid %d, broker %s)", names, os.getpid(), where)
