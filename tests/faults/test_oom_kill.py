@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from amqprpc import ClusterRpcClient, RemoteError
+from amqprpc import ClusterRpcClient, Config, RemoteError
 from amqprpc.testing.pytest import broker_admin
 
 from ..integration.worker_processes import ROOT, call_when_ready
@@ -78,7 +78,10 @@ def test_W7_a_request_that_oom_kills_every_worker_ends_in_worker_lost(memory_cgr
     supervisor = subprocess.Popen(["sh", "-c", command], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "ECHO_SERVICE_NAME": service, "PYTHONPATH": str(ROOT)})
     try:
-        with ClusterRpcClient(amqp_uri, timeout=90) as client:
+        # While every child is dead and in restart backoff no worker consumes the queue; a
+        # patience past the crash loop keeps presence from ending the call before the bound does.
+        patient = Config(rpc_presence_patience=120)
+        with ClusterRpcClient(amqp_uri, config=patient, timeout=90) as client:
             assert call_when_ready(client, service, "echo", "up") == "up"
             with pytest.raises(RemoteError) as caught:
                 client.call(service, "hog", str(tmp_path), HOG_MB)
