@@ -11,32 +11,40 @@ from .containers import ServiceContainer, WorkerContext
 from .dependencies.context import CallContext
 from .dependencies.events import EventDispatcher
 from .dependencies.rpc import RpcProxy
+from .dependencies.topic import TopicPublisher
 from .discovery import ServiceRegistry
 from .entrypoints.events import EventHandler, event_handler
 from .entrypoints.rpc import Rpc, rpc
 from .entrypoints.timer import Timer, timer
+from .entrypoints.topic import TopicHandler, topic_handler
 from .exceptions import (
     AmqpRpcError,
     BrokerBlocked,
     BrokerError,
     BrokerUnreachable,
+    CallCancelled,
+    CircuitOpen,
     ConfigError,
     ConfirmTimeout,
     ConnectionLost,
+    IdentityRefused,
     IncorrectSignature,
     MalformedRequest,
     MethodNotFound,
     RemoteError,
     RequestError,
     RpcTimeout,
+    ServiceOverloaded,
     ServiceUnavailable,
     UnknownService,
+    ValidationError,
     remote_error,
 )
 from .extensions import DependencyProvider, Entrypoint, Extension
 from .publisher import EventPublisher, dispatch_event
 from .runner import ServiceRunner
 from .serialization import DecodeLimits
+from .subscriber import EventSubscriber
 from .topology import BROADCAST, SERVICE_POOL, SINGLETON
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py checks)
@@ -46,7 +54,9 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py ch
     "BrokerBlocked",
     "BrokerError",
     "BrokerUnreachable",
+    "CallCancelled",
     "CallContext",
+    "CircuitOpen",
     "ClusterRpcClient",
     "Config",
     "ConfigError",
@@ -59,7 +69,9 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py ch
     "EventDispatcher",
     "EventHandler",
     "EventPublisher",
+    "EventSubscriber",
     "Extension",
+    "IdentityRefused",
     "IncorrectSignature",
     "MalformedRequest",
     "MethodNotFound",
@@ -73,17 +85,22 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/unit/test_public_api.py ch
     "SERVICE_POOL",
     "SINGLETON",
     "ServiceContainer",
+    "ServiceOverloaded",
     "ServiceRegistry",
     "ServiceRunner",
     "ServiceUnavailable",
     "Timer",
+    "TopicHandler",
+    "TopicPublisher",
     "UnknownService",
+    "ValidationError",
     "WorkerContext",
     "dispatch_event",
     "event_handler",
     "remote_error",
     "rpc",
     "timer",
+    "topic_handler",
 ]
 
 # Dependencies with heavy optional requirements load on first use, so `import amqprpc`

@@ -22,18 +22,21 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
+from .cancellation.sender import CancelSender
 from .config import Config
 from .exceptions import (
     BrokerBlocked,
-    BrokerError,
     ConnectionLost,
     RpcTimeout,
     UnknownService,
     deserialize_error,
 )
 from .futures import settle
+from .identity import signer_for
 from .messages import DIRECT_REPLY_TO, Context, build_request, parse_reply
 from .presence import Presence
+from .resilience.guard import Resilience
+from .resilience.overload import InFlightLimits, queue_full
 from .serialization import DecodeLimits, codec_named
 from .topology import reply_queue_topology, rpc_exchange
 from .transport import Delivery, Outgoing, Transport
@@ -47,15 +50,29 @@ DEADLINE_SWEEP = 0.05  # seconds between deadline checks while calls are pending
 
 
 class RpcFuture(Future[Any]):
-    """The outcome of one call. ``result()`` raises the remote error, or ``RpcTimeout``."""
+    """The outcome of one call. ``result()`` raises the remote error, or ``RpcTimeout``.
 
-    def __init__(self, service: str, method: str, correlation_id: str, timeout: float) -> None:
+    ``cancel()`` gives the call up: with cancellation on, the service is told, so the
+    call never runs if it is still queued, and a running handler sees it cancelled.
+    """
+
+    def __init__(self, service: str, method: str, correlation_id: str, timeout: float,
+                 on_cancel: Callable[[RpcFuture], None] | None = None) -> None:
         super().__init__()
         self.service = service
         self.method = method
         self.correlation_id = correlation_id
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
+        self._on_cancel = on_cancel
+
+    def cancel(self) -> bool:
+        """Give the call up (True), unless it has already finished (False)."""
+        if not super().cancel():
+            return False
+        if self._on_cancel is not None:
+            self._on_cancel(self)
+        return True
 
     def result(self, timeout: float | None = None) -> Any:
         try:
@@ -101,6 +118,13 @@ class Caller:
             from .tracing.spans import ClientSpans
             self._spans = ClientSpans(config.header_prefix)
         self.on_call: Callable[[RpcFuture], None] | None = None  # sees each call (metrics)
+        self._in_flight = InFlightLimits.from_config(config)  # None: no cap, no cost
+        self.resilience = Resilience.from_config(config, connection, make_future=RpcFuture,
+                                                 owner=owner)  # None: breakers, retries off
+        self._signer = signer_for(config)  # None without an identity key: nothing is signed
+        self._cancels: CancelSender | None = None  # cancellation off: a timeout sends nothing
+        if config.cancellation:
+            self._cancels = CancelSender(connection)
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""
@@ -126,8 +150,30 @@ class Caller:
         *,
         timeout: float | None = None,
         context: Context | None = None,
+        hedge_after: float | None = None,
     ) -> RpcFuture:
-        """Send a request now; the future resolves with the reply or fails by the deadline."""
+        """Send a request now; the future resolves with the reply or fails by the deadline.
+
+        With breakers or retries on, the call goes through them (docs/resilience.md)."""
+        if self.resilience is not None:
+            timeout = self.config.rpc_timeout if timeout is None else timeout
+            future: RpcFuture = self.resilience.call(self.send, service, method, args, kwargs,
+                                                     timeout=timeout, context=context,
+                                                     hedge_after=hedge_after)
+            return future
+        return self.send(service, method, args, kwargs, timeout=timeout, context=context)
+
+    def send(
+        self,
+        service: str,
+        method: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        context: Context | None = None,
+    ) -> RpcFuture:
+        """One request, straight to the broker (no breaker, no retry)."""
         timeout = self.config.rpc_timeout if timeout is None else timeout
         if timeout <= 0:
             raise RpcTimeout(f"{service}.{method}: the caller's deadline has already passed")
@@ -148,7 +194,12 @@ class Caller:
             context=context,
             header_prefix=self.config.header_prefix,
         )
-        future = RpcFuture(service, method, correlation_id, timeout)
+        if self._signer is not None:
+            self._signer.sign(message, context)
+        future = RpcFuture(service, method, correlation_id, timeout,
+                           None if self._cancels is None else self._cancelled)
+        if self._in_flight is not None:
+            self._in_flight.admit(future)  # ServiceOverloaded past the cap: nothing is sent
         self._pending[correlation_id] = future
         if self._spans is not None:
             self._spans.start(message, service, method, future)
@@ -164,6 +215,11 @@ class Caller:
 
     def pending_count(self) -> int:
         return len(self._pending)
+
+    def _cancelled(self, future: RpcFuture) -> None:
+        """``future.cancel()`` (any thread): forget the call and tell the service."""
+        if self._pending.pop(future.correlation_id, None) is not None and self._cancels is not None:
+            self._cancels.send(future, "cancelled")
 
     # ------------------------------------------------------------ I/O thread
 
@@ -196,9 +252,7 @@ class Caller:
             return
         future = self._pending.pop(correlation_id, None)
         if future is not None:
-            settle(future, BrokerError(
-                f"{future.service}.{future.method}: the broker refused the request ({error}); "
-                "it was not run"))
+            settle(future, queue_full(future.service))
 
     def _on_return(self, message: Outgoing, reply_text: str) -> None:
         correlation_id = message.properties.get("correlation_id")
@@ -238,6 +292,8 @@ class Caller:
         settle(future, RpcTimeout(
             f"{future.service}.{future.method}: no reply within {future.timeout:.3g}s{why}"
         ))
+        if self._cancels is not None:
+            self._cancels.send(future, "timeout")
 
     def _on_lost(self, error: BaseException) -> None:
         """Replies to requests sent on a dead connection can never arrive: fail them now."""

@@ -31,6 +31,7 @@ from .calls import Caller, RpcFuture
 from .config import Config
 from .messages import Context
 from .proxies import MethodProxy, ServiceProxy
+from .resilience.guard import Resilience
 from .tracing.setup import TracingOwner
 from .transport import create_transport
 
@@ -68,10 +69,10 @@ class _ClientBase(Generic[T]):
         self.tracing = TracingOwner(self.config, service_name="amqprpc-client")
 
     def call(self, service: str, method: str, *args: Any, _timeout: float | None = None,
-             _context: Context | None = None, **kwargs: Any) -> T:
+             _context: Context | None = None, _hedge_after: float | None = None, **kwargs: Any) -> T:
         """Call ``service.method``: its result (blocking client) or an awaitable for it."""
         return self._wait(self.call_async(service, method, *args, _timeout=_timeout,
-                                          _context=_context, **kwargs))
+                                          _context=_context, _hedge_after=_hedge_after, **kwargs))
 
     def _wait(self, future: RpcFuture) -> T:
         raise NotImplementedError
@@ -81,11 +82,18 @@ class _ClientBase(Generic[T]):
         return self.call_async(service, method, *args, _timeout=timeout, **kwargs)
 
     def call_async(self, service: str, method: str, *args: Any, _timeout: float | None = None,
-                   _context: Context | None = None, **kwargs: Any) -> RpcFuture:
-        """Send the request now and return a future for its reply."""
+                   _context: Context | None = None, _hedge_after: float | None = None,
+                   **kwargs: Any) -> RpcFuture:
+        """Send the request now and return a future for its reply (``_hedge_after``: see
+        docs/resilience.md)."""
         context = self.context if _context is None else {**self.context, **_context}
         return self._caller.call_async(service, method, args, kwargs, timeout=_timeout,
-                                       context=context)
+                                       context=context, hedge_after=_hedge_after)
+
+    @property
+    def resilience(self) -> Resilience | None:
+        """This client's breakers, retry policy and budget; None when both are off."""
+        return self._caller.resilience
 
     def __getattr__(self, service: str) -> ServiceProxy[T]:
         if service.startswith("_"):
@@ -137,6 +145,7 @@ class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)  # calls cancelled just now send their cancels first (call_soon)
         await loop.run_in_executor(None, self._connection.stop)
         self.tracing.shutdown()
 

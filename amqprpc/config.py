@@ -59,8 +59,34 @@ class Config(Mapping[str, Any]):
     discovery_owners: str = ""  # "users=svc-users,orders=svc-orders": who alone may announce each
     discovery_max_skew: float = 300.0  # seconds an announcement's clock may differ from ours
     discovery_hide_after: float = 600.0  # seconds gone after which a service is no longer listed
+    cancellation: int = 1  # callers send cancels, workers honour them (docs/protocol.md); 0: off
     tracing: int = 0  # 1 (or true): OpenTelemetry spans, set up from OTEL_* (docs/observability.md)
     metrics_port: int = 0  # serve Prometheus /metrics on this port in `amqprpc run`; 0: off
+    # Circuit breakers in callers (docs/resilience.md); <service>_breaker_<key> overrides one service.
+    breaker: int = 0  # 1 (or true): every client, RpcProxy and the bridge keep breakers
+    breaker_failure_ratio: float = 0.5  # open when this share of the window's calls failed
+    breaker_min_calls: int = 20  # ... and at least this many calls were seen in the window
+    breaker_window: float = 10.0  # seconds of outcomes a breaker judges by
+    breaker_cooldown: float = 5.0  # seconds open before trial calls go out
+    breaker_half_open_calls: int = 3  # trial calls that must all succeed to close again
+    breaker_count_errors: int = 0  # 1: application errors (RemoteError...) count as failures
+    breaker_per_method: str = ""  # "svc.method, ...": methods with a breaker of their own
+    # Retries of idempotent methods, within a budget (docs/resilience.md).
+    retries: int = 0  # 1 (or true): retry methods known idempotent on WorkerLost, refusals
+    retry_idempotent: str = ""  # "svc.method, svc.*": methods this caller knows are idempotent
+    retry_max_attempts: int = 3  # attempts of one call, hedges included
+    retry_backoff: float = 0.05  # seconds before the first retry (full jitter), doubling
+    retry_max_backoff: float = 1.0  # the cap of that backoff
+    retry_budget: float = 0.1  # retries + hedges never above this share of calls in the window
+    retry_budget_min: int = 0  # extra attempts allowed per window whatever the traffic
+    retry_window: float = 10.0  # seconds the budget counts over
+    hedge_after: float = 0.0  # seconds: send a second copy of an idempotent call; 0: no hedging
+    # Signed identity (amqprpc.identity, docs/production.md): HMAC keys (comma-separated, or one
+    # per line in the file), the first signs; callers given one sign every call, services check it.
+    identity_key: str = ""
+    identity_key_file: str = ""
+    trusted_identity: int = 0  # 1: every service of this process refuses unsigned identities
+    identity_max_age: float = 300.0  # seconds ahead a signed identity's deadline may lie
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,14 +94,16 @@ class Config(Mapping[str, Any]):
                      "decode_max_depth", "decode_max_items", "decode_max_string", "decode_max_digits"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("prefetch", "metrics_port"):
+        for name in ("prefetch", "metrics_port", "retry_budget_min"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         for name in ("heartbeat", "connect_timeout", "rpc_timeout", "rpc_presence_patience", "grace",
                      "discovery_interval",
-                     "discovery_max_skew", "discovery_hide_after"):
+                     "discovery_max_skew", "discovery_hide_after", "retry_backoff",
+                     "retry_max_backoff", "hedge_after", "identity_max_age"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        _check_resilience(self)
         if self.serializer not in ("json", "msgpack"):
             raise ConfigError(f"serializer must be 'json' or 'msgpack', got {self.serializer!r}")
         if self.queue_type not in ("classic", "quorum"):
@@ -127,6 +155,8 @@ class Config(Mapping[str, Any]):
         data["broker_url"] = mask_password(self.broker_url)
         if self.discovery_key:
             data["discovery_key"] = "***"
+        if self.identity_key:
+            data["identity_key"] = "***"
         data["extra"] = dict(self.extra)
         return data
 
@@ -160,6 +190,19 @@ class Config(Mapping[str, Any]):
             if key is not None and self.extra[key] not in (None, ""):
                 return candidate, self.extra[key]
         return None
+
+
+def _check_resilience(config: Config) -> None:
+    """The breaker and retry settings, checked where they are read (docs/resilience.md)."""
+    for name in ("breaker_min_calls", "breaker_half_open_calls", "retry_max_attempts"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)!r}")
+    for name in ("breaker_window", "breaker_cooldown", "retry_window"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
+    for name in ("breaker_failure_ratio", "retry_budget"):
+        if not 0 <= getattr(config, name) <= 1:
+            raise ConfigError(f"{name} must be between 0 and 1, got {getattr(config, name)!r}")
 
 
 _FIELD_TYPES: dict[str, type] = {

@@ -18,6 +18,7 @@ announcer as one of its ``extensions``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -28,6 +29,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from concurrent.futures import Future
 from typing import Any, NamedTuple, TypeVar
 
+from .cancellation.token import CancelToken, run_cancellable
 from .config import Config
 from .dependencies.config import ConfigDependency
 from .exceptions import ConfigError
@@ -251,17 +253,20 @@ class ServiceContainer:
     def spawn_worker(self, entrypoint: Entrypoint, args: Sequence[Any], kwargs: dict[str, Any],
                      context: Context | None = None, on_result: ResultHandler | None = None, *,
                      request_id: str | None = None, deadline: float | None = None,
-                     redelivered: bool = False, headers: Headers | None = None) -> WorkerContext:
+                     redelivered: bool = False, headers: Headers | None = None,
+                     cancel: CancelToken | None = None) -> WorkerContext:
         """Run one call of ``entrypoint`` as a worker; returns its context at once for async.
 
         A plain handler runs in the calling thread (entrypoints call this from the handler
         pool, see ``submit``); an ``async def`` one is handed to the container's loop. Both
         go through the same steps (``_worker_steps``). ``on_result(ctx, result, exc_info)``
         publishes the outcome: it runs after ``worker_result`` (so a database commit
-        precedes the reply) and before ``worker_teardown``.
+        precedes the reply) and before ``worker_teardown``. ``cancel``: the call's token
+        (``ctx.cancelled``; an ``async def`` handler is cancelled at its next await).
         """
         worker_ctx = WorkerContext(self, entrypoint, args, kwargs, context, request_id=request_id,
-                                   deadline=deadline, redelivered=redelivered, headers=headers)
+                                   deadline=deadline, redelivered=redelivered, headers=headers,
+                                   cancel=cancel)
         steps = self._worker_steps(worker_ctx, on_result or _no_result)
         if not entrypoint.is_async:
             _drive(steps)
@@ -299,7 +304,9 @@ class ServiceContainer:
             for dependency in self.dependencies.values():
                 yield _Step(dependency.worker_setup, dependency.worker_setup_async, (worker_ctx,))
             handler = getattr(service, worker_ctx.method_name)
-            result = yield _Step(handler, handler, tuple(worker_ctx.args), worker_ctx.kwargs)
+            token = worker_ctx.cancel_token
+            run_async = handler if token is None else functools.partial(run_cancellable, token, handler)
+            result = yield _Step(handler, run_async, tuple(worker_ctx.args), worker_ctx.kwargs)
         except BaseException:
             result, exc_info = None, _exc_info()
         try:
@@ -332,7 +339,9 @@ class ServiceContainer:
     def _log_outcome(self, worker_ctx: WorkerContext, exc_info: ExcInfo) -> None:
         if exc_info is None:
             return
-        if isinstance(exc_info[1], worker_ctx.entrypoint.expected_exceptions):
+        if worker_ctx.cancelled:  # its caller gave up: whatever it raised, nobody waits for it
+            _log.info("%s stopped after its caller gave up: %r", worker_ctx.call_id, exc_info[1])
+        elif isinstance(exc_info[1], worker_ctx.entrypoint.expected_exceptions):
             _log.warning("%s raised expected %r", worker_ctx.call_id, exc_info[1])
         else:
             _log.error("%s raised", worker_ctx.call_id, exc_info=exc_info)

@@ -188,10 +188,12 @@ class RabbitServer(_ChildServer):
 
     name = "RabbitMQ"
 
-    def __init__(self, base_dir: Path, conf: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, base_dir: Path, conf: Path | None = None, port: int | None = None,
+                 mqtt_port: int | None = None) -> None:
         self.base_dir = base_dir
         self.conf = conf
         self.port = port or free_port()
+        self.mqtt_port = mqtt_port  # set: the rabbitmq_mqtt plugin listens there (docs/realtime.md)
         self.dist_port = free_port()
         super().__init__(base_dir / "log" / "stdout.log")
 
@@ -213,8 +215,9 @@ class RabbitServer(_ChildServer):
         (base / "rabbitmq.conf").write_text(
             f"{project}\n# amqprpc dev: a private node on loopback\n"
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            + (f"mqtt.listeners.tcp.default = 127.0.0.1:{self.mqtt_port}\n" if self.mqtt_port else "")
         )
-        (base / "enabled_plugins").write_text("[].\n")
+        (base / "enabled_plugins").write_text("[rabbitmq_mqtt].\n" if self.mqtt_port else "[].\n")
         (base / "rabbitmq-env.conf").write_text("")
         return [str(RABBITMQ_BIN / "rabbitmq-server")]
 

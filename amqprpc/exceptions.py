@@ -10,13 +10,17 @@ The tree::
     │   ├── ConnectionLost              the connection broke with this call in flight
     │   └── ConfirmTimeout              published, but not confirmed in time (also TimeoutError)
     ├── RpcTimeout                      no reply by the call's deadline (also TimeoutError)
+    ├── CallCancelled                   in a handler: its caller gave up (ctx.raise_if_cancelled())
     ├── UnknownService                  no queue is bound for the service
     ├── ServiceUnavailable              its queue is there, but no worker consumes it
+    │   └── CircuitOpen                 this caller's circuit breaker for it is open; nothing sent
     ├── RemoteError                     the handler raised; carries the remote type and message
     └── RequestError                    the worker refused the request before running a handler
         ├── MethodNotFound              no @rpc method of that name
         ├── IncorrectSignature          the arguments do not fit the method
-        └── MalformedRequest            undecodable, oversized or incomplete message
+        │   └── ValidationError         they bind, but a value does not fit its type hint
+        ├── MalformedRequest            undecodable, oversized or incomplete message
+        └── IdentityRefused             a trusted_identity service: unsigned, forged or replayed
 
 Defined beside the code that raises them, under the same root (this module holds the
 errors a caller of a service can meet; tests/unit/test_architecture.py checks the root):
@@ -40,9 +44,12 @@ __all__ = [
     "BrokerBlocked",
     "BrokerError",
     "BrokerUnreachable",
+    "CallCancelled",
+    "CircuitOpen",
     "ConfigError",
     "ConfirmTimeout",
     "ConnectionLost",
+    "IdentityRefused",
     "IncorrectSignature",
     "MalformedRequest",
     "MethodNotFound",
@@ -51,6 +58,7 @@ __all__ = [
     "RpcTimeout",
     "ServiceUnavailable",
     "UnknownService",
+    "ValidationError",
     "deserialize_error",
     "remote_error",
     "serialize_error",
@@ -102,6 +110,11 @@ class RpcTimeout(AmqpRpcError, TimeoutError):
     """Raised when no reply arrived by the call's deadline."""
 
 
+class CallCancelled(AmqpRpcError):
+    """Raised in a handler by ``ctx.raise_if_cancelled()`` once its caller gave up (timed
+    out, cancelled its future, disconnected): nobody waits for the result any more."""
+
+
 class UnknownService(AmqpRpcError):
     """Raised at once when the broker returns a request: no queue serves that service."""
 
@@ -130,6 +143,42 @@ class ServiceUnavailable(AmqpRpcError):
         return f"service {self.service!r} is not running: no worker consumes its queue"
 
 
+class ServiceOverloaded(BrokerError):
+    """Raised at once for a call that was refused, never run: the service is over its bounds.
+
+    Its queue is full (``max_queue_length``: RabbitMQ's ``reject-publish`` nacks the request)
+    or this client already has ``rpc_max_in_flight`` calls waiting on the service. Nothing
+    ran, so trying again later is safe; the HTTP bridge answers 503 with ``Retry-After``
+    (docs/resilience.md, "Overload protection").
+    """
+
+    def __init__(self, service: str, why: str = "it has no room for more calls") -> None:
+        super().__init__(service, why)
+        self.service = service
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"service {self.service!r} is overloaded: {self.why}; the call was not run"
+
+
+class CircuitOpen(ServiceUnavailable):
+    """Raised at once, nothing published, while this caller's circuit breaker for a service is open.
+
+    ``retry_after`` is the number of seconds until the breaker lets a trial call through
+    (docs/resilience.md). Retrying is safe: the request was never sent.
+    """
+
+    def __init__(self, service: str, method: str = "*", retry_after: float = 0.0) -> None:
+        super().__init__(service)
+        self.args = (service, method, retry_after)
+        self.method = method
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return (f"circuit breaker for {self.service!r} is open: failing fast for "
+                f"{self.retry_after:.3g}s more")
+
+
 class RemoteError(AmqpRpcError):
     """Raised by a caller when the remote handler raised a type not on the allow-list."""
 
@@ -155,8 +204,29 @@ class IncorrectSignature(RequestError):
     """Raised when a request's arguments do not bind to the method's signature."""
 
 
+class ValidationError(IncorrectSignature):
+    """Raised when the arguments bind but a value does not fit its type hint (docs/contracts.md).
+
+    ``errors`` lists each problem as ``{"loc": [param, field, ...], "msg", "type"}``; on
+    the wire it is the second of ``exc_args``, and the ``exc_path`` is Nameko's
+    ``IncorrectSignature``, so a Nameko caller still gets the error it knows.
+    """
+
+    def __init__(self, message: str = "", errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, list(errors or []))
+        self.errors: list[dict[str, Any]] = list(errors or [])
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class MalformedRequest(RequestError):
     """Raised when a request cannot be decoded or lacks ``args``/``kwargs``."""
+
+
+class IdentityRefused(RequestError):
+    """Raised when a ``trusted_identity`` service refuses a call's identity: unsigned, forged,
+    replayed or expired (``amqprpc.identity``)."""
 
 
 def remote_error(cls: E) -> E:
@@ -173,12 +243,15 @@ def remote_error(cls: E) -> E:
 _BUILTIN_BY_NAME: dict[str, type[AmqpRpcError]] = {
     "MethodNotFound": MethodNotFound,
     "IncorrectSignature": IncorrectSignature,
+    "ValidationError": ValidationError,
     "MalformedRequest": MalformedRequest,
     "UnknownService": UnknownService,
     "ServiceUnavailable": ServiceUnavailable,
+    "CircuitOpen": CircuitOpen,
 }
 for _cls in _BUILTIN_BY_NAME.values():
     remote_error(_cls)
+remote_error(IdentityRefused)
 
 # On the wire the request errors carry Nameko's import paths: a Nameko caller rebuilds an
 # error as its own class only by exact ``exc_path`` (its registry), else it raises RemoteError.
@@ -186,6 +259,7 @@ _WIRE_PATHS: dict[type[BaseException], str] = {
     cls: f"nameko.exceptions.{cls.__name__}"
     for cls in (MethodNotFound, IncorrectSignature, MalformedRequest)
 }
+_WIRE_PATHS[ValidationError] = "nameko.exceptions.IncorrectSignature"
 
 
 def serialize_error(exc: BaseException) -> dict[str, Any]:
@@ -241,8 +315,13 @@ def _lookup_imported(path: str) -> Any:
     return None
 
 
-def _plain(value: Any) -> Any:
-    """Exception args as JSON-safe values (strings for anything else)."""
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Exception args as JSON-safe values (strings for anything else); lists and dicts of
+    such values stay data, a few levels deep (a ``ValidationError``'s list of errors)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if depth < 4 and type(value) is list:
+        return [_plain(item, depth + 1) for item in value]
+    if depth < 4 and type(value) is dict and all(isinstance(key, str) for key in value):
+        return {key: _plain(item, depth + 1) for key, item in value.items()}
     return repr(value)

@@ -31,7 +31,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, Self, TypeVar
 
+from .cancellation.token import CancelToken
 from .config import Config
+from .exceptions import CallCancelled
 from .messages import CALL_ID_STACK, Context, Headers, child_call_stack
 from .transport import Transport
 
@@ -65,7 +67,8 @@ class Container(Protocol):
     def spawn_worker(self, entrypoint: Entrypoint, args: Sequence[Any], kwargs: dict[str, Any],
                      context: Context | None = None, on_result: ResultHandler | None = None, *,
                      request_id: str | None = None, deadline: float | None = None,
-                     redelivered: bool = False, headers: Headers | None = None) -> WorkerContext: ...
+                     redelivered: bool = False, headers: Headers | None = None,
+                     cancel: CancelToken | None = None) -> WorkerContext: ...
 
 
 class WorkerContext:
@@ -75,6 +78,8 @@ class WorkerContext:
     on with every call and event the handler makes; ``call_id_stack`` ends with this call.
     ``request_id`` is the same across redeliveries of one request (the correlation id),
     for once-only effects. ``headers`` are the message's own (trace context), if it had any.
+    ``cancelled`` turns true when the caller gives up (``cancel``: the call's token, for
+    RPC calls while cancellation is on); ``raise_if_cancelled()`` then raises.
     """
 
     def __init__(
@@ -89,6 +94,7 @@ class WorkerContext:
         deadline: float | None = None,
         redelivered: bool = False,
         headers: Headers | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.container = container
         self.entrypoint = entrypoint
@@ -102,7 +108,9 @@ class WorkerContext:
         self.deadline = deadline
         self.redelivered = redelivered
         self.headers = headers
+        self.cancel_token = cancel
         self.service: Any = None
+        self.started = time.perf_counter()  # for durations (discovery's call stats)
 
     @property
     def service_name(self) -> str:
@@ -115,6 +123,18 @@ class WorkerContext:
     def remaining(self) -> float | None:
         """Seconds left before the caller's deadline, if the call carries one."""
         return None if self.deadline is None else self.deadline - time.time()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller gave up on this call (a cancel arrived): stop when you can."""
+        return self.cancel_token is not None and self.cancel_token.cancelled
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``CallCancelled`` if the caller gave up: a checkpoint for long handlers."""
+        token = self.cancel_token
+        if token is not None and token.cancelled:
+            raise CallCancelled(f"{self.service_name}.{self.method_name}: its caller gave up "
+                                f"({token.reason})")
 
     def __repr__(self) -> str:
         return f"<WorkerContext {self.call_id}>"

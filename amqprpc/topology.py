@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from .config import Config
 from .exceptions import ConfigError
+from .resilience.overload import queue_bound_arguments
 from .transport.base import Binding, Entity, Exchange, Queue
 
 SERVICE_POOL: Final = "service_pool"
@@ -45,6 +46,25 @@ Arguments = dict[str, Any]
 
 DISCOVERY: Final = Exchange("amqprpc.discovery", "topic", durable=True, auto_delete=False)
 """Where services announce themselves (``amqprpc.discovery``, topic, durable)."""
+
+CONTROL: Final = Exchange("amqprpc.control", "topic", durable=True, auto_delete=False)
+"""Where callers send cancels (``amqprpc.control``, topic, durable), routing key
+``cancel.<service>``; every worker process of the service has its own queue bound to it."""
+
+CANCEL_QUEUE_MAX_LENGTH: Final = 10_000  # cancels a slow worker's queue holds; older ones drop
+
+
+def cancel_routing_key(service: str) -> str:
+    """The routing key of cancels for ``service``'s calls."""
+    return f"cancel.{service}"
+
+
+def cancel_queue_topology(service: str, queue: str) -> tuple[Entity, ...]:
+    """One worker process's cancel queue: exclusive, auto-delete, bounded (drop-head)."""
+    arguments = {"x-max-length": CANCEL_QUEUE_MAX_LENGTH, "x-overflow": "drop-head"}
+    return (CONTROL,
+            Queue(queue, durable=False, exclusive=True, auto_delete=True, arguments=arguments),
+            Binding(queue, CONTROL.name, cancel_routing_key(service)))
 
 
 def rpc_exchange(config: Config) -> Exchange:
@@ -62,12 +82,15 @@ def event_exchange_entity(source: str) -> Exchange:
     return Exchange(event_exchange(source), "topic", durable=True, auto_delete=False)
 
 
-def rpc_queue_topology(config: Config, service: str) -> tuple[Entity, ...]:
+def rpc_queue_topology(config: Config, service: str, max_queue_length: int = 0) -> tuple[Entity, ...]:
     """A service's RPC queue ``rpc-<service>`` bound to ``<service>.*`` (durable, Nameko's flags;
-    quorum: with the delivery limit)."""
+    quorum: with the delivery limit; bounded: ``resilience.overload.queue_bound_arguments``)."""
     queue = f"rpc-{service}"
+    arguments = service_queue_arguments(config)
+    if max_queue_length:
+        arguments = {**(arguments or {}), **queue_bound_arguments(max_queue_length)}
     return (rpc_exchange(config),
-            Queue(queue, durable=True, auto_delete=False, arguments=service_queue_arguments(config)),
+            Queue(queue, durable=True, auto_delete=False, arguments=arguments),
             Binding(queue, config.rpc_exchange, f"{service}.*"))
 
 
@@ -151,3 +174,53 @@ def delay_queue_arguments(queue: str, delay_ms: int) -> Arguments:
         "x-dead-letter-routing-key": queue,
         "x-expires": max(2 * delay_ms, delay_ms + _MIN_DELAY_QUEUE_EXPIRY_MS),
     }
+
+
+def subscriber_queue(name: str, max_length: int) -> Queue:
+    """A listener's own queue (``EventSubscriber``): gone with its connection, and bounded.
+
+    Exclusive and auto-delete, so nothing outlives the listener; ``x-max-length`` with
+    ``drop-head`` keeps the broker from holding more than ``max_length`` events for a
+    listener that falls behind (the oldest go first: a live feed wants the newest).
+    """
+    return Queue(check_name(name, "queue name"), durable=False, exclusive=True, auto_delete=True,
+                 arguments={"x-max-length": max_length, "x-overflow": "drop-head"})
+
+
+# ---------------------------------------------------------------------- MQTT (RabbitMQ's plugin)
+
+MQTT_EXCHANGE: Final = "amq.topic"  # the plugin's default (mqtt.exchange in rabbitmq.conf)
+PAYLOAD_KINDS: Final = ("json", "bytes")
+_SWAP: Final = str.maketrans("/.", "./")  # the plugin's mapping, both ways
+
+
+def exchange_entities(name: str) -> tuple[Entity, ...]:
+    """What to declare for ``name``: nothing for the broker's own ``amq.*`` exchanges, which
+    always exist and which a broker may refuse to see declared."""
+    if name.startswith("amq."):
+        return ()
+    return (Exchange(name, "topic", durable=True, auto_delete=False),)
+
+
+def mqtt_to_amqp(topic: str) -> str:
+    """An MQTT topic or filter as the plugin routes it: ``/`` <-> ``.``, ``+`` -> ``*``."""
+    swapped = topic.translate(_SWAP)
+    return ".".join("*" if level == "+" else level for level in swapped.split("."))
+
+
+def amqp_to_mqtt(routing_key: str) -> str:
+    """The MQTT topic of a routing key the plugin published (``/`` <-> ``.`` swapped back)."""
+    return routing_key.translate(_SWAP)
+
+
+def check_filter(topic_filter: str) -> None:
+    """ConfigError for a filter MQTT would refuse: ``#`` only last, wildcards whole levels."""
+    if not isinstance(topic_filter, str) or not topic_filter:
+        raise ConfigError(f"an MQTT topic filter must be a non-empty string, got {topic_filter!r}")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
+            raise ConfigError(f"MQTT topic filter {topic_filter!r}: '+' must be a whole level and '#' "
+                              "the whole last level (sensors/+/temperature, sensors/#)")
+        if "*" in level:
+            raise ConfigError(f"MQTT topic filter {topic_filter!r}: '*' is AMQP's wildcard; MQTT's is '+'")

@@ -1,4 +1,5 @@
-"""``python -m benchmarks``: amqprpc vs Nameko 2.14.1 vs raw py-amqp, one command.
+"""``python -m benchmarks``: amqprpc vs Nameko 2.14.1, raw py-amqp and the peers (FastStream,
+aio-pika, Celery, gRPC), one command.
 
 Runs every workload (or ``--only`` some), writes ``benchmarks/results/<date>.json``, and
 (on a full run) ``docs/benchmarks.md`` with charts in ``docs/benchmarks/``. ``--quick``
@@ -86,7 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         except venvs.BenchEnvError as exc:
             notes.append(f"Nameko and raw py-amqp were skipped: their venv could not be built ({exc}).")
             log(notes[-1])
-    allowed = [n for n in args.systems if bench_python is not None or not SYSTEMS[n].needs_bench_venv]
+    peers_python = None
+    if any(s.is_peer for s in wanted):
+        try:
+            peers_python = venvs.ensure_peers_python()
+        except venvs.BenchEnvError as exc:
+            notes.append(f"FastStream, aio-pika, Celery and gRPC were skipped: their venv could not "
+                         f"be built ({exc}).")
+            log(notes[-1])
+    allowed = [n for n in args.systems
+               if (bench_python is not None or not SYSTEMS[n].needs_bench_venv)
+               and (peers_python is not None or not SYSTEMS[n].is_peer)]
 
     started = _now()
     results: dict[str, Any] = {
@@ -101,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
     }
     results["broker"] = broker_info(args.broker)
-    results["versions"] = versions(bench_python)
+    results["versions"] = versions(bench_python, peers_python)
     bench = Bench(url=args.broker, rounds=args.rounds, duration=args.duration,
-                  quick=args.quick, bench_python=bench_python, keep_logs=args.keep_logs)
+                  quick=args.quick, bench_python=bench_python, keep_logs=args.keep_logs,
+                  peers_python=peers_python)
     if bench.broker_pid is None:
         notes.append("The broker's process was not found (not local?): broker CPU reads 0.")
     try:
@@ -185,7 +197,7 @@ def write_results(results: dict[str, Any], out: Path, started: datetime.datetime
     return path
 
 
-def versions(bench_python: Path | None) -> dict[str, str]:
+def versions(bench_python: Path | None, peers_python: Path | None = None) -> dict[str, str]:
     import importlib.metadata as metadata
 
     found: dict[str, str] = {}
@@ -201,6 +213,11 @@ def versions(bench_python: Path | None) -> dict[str, str]:
         for name, version in bench.items():
             key = f"{name} (bench venv)" if name == "amqp" else name
             found[key] = version
+    if peers_python is not None:
+        peers = venvs.installed_versions(peers_python, ("faststream", "aio-pika", "aiormq", "celery",
+                                                        "kombu", "grpcio"))
+        for name, version in peers.items():
+            found[f"{name} (peers venv)" if name == "kombu" else name] = version
     wrk = procstat.tool_version(["wrk", "-v"])
     if wrk:
         found["wrk"] = wrk.split()[1] if len(wrk.split()) > 1 else wrk

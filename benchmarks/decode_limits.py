@@ -45,6 +45,10 @@ def ordinary_bodies() -> dict[str, bytes]:
                         ("9,000 records (99k items)", {"args": [records(9000)], "kwargs": {}})):
         bodies[f"JSON {name}"] = json.dumps(value, separators=(",", ":")).encode()
         bodies[f"msgpack {name}"] = msgpack.packb(value, use_bin_type=True)
+    # The echo benchmark's 64 KiB payload: one long string, so the scans are all there is.
+    echo = {"args": ["x" * 65536], "kwargs": {}}
+    bodies["JSON 64 KiB string"] = json.dumps(echo, separators=(",", ":")).encode()
+    bodies["msgpack 64 KiB string"] = msgpack.packb(echo, use_bin_type=True)
     return bodies
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 SYSTEM_LABELS = {"amqprpc": "amqprpc", "nameko": "Nameko 2.14.1", "raw": "raw py-amqp",
-                 "raw-wire": "raw py-amqp, Nameko's wire"}
+                 "raw-wire": "raw py-amqp, Nameko's wire", "faststream": "FastStream 0.7.8",
+                 "aio-pika": "aio-pika 10.2.1 JsonRPC", "celery": "Celery 5.7.0 (rpc://)",
+                 "grpc": "gRPC 1.85.1 sync (no broker)", "grpc-aio": "gRPC 1.85.1 grpc.aio (no broker)"}
 GROUPS = ("client", "server", "broker")
 DASH = "\N{EN DASH}"  # an empty cell
 

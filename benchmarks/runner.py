@@ -129,12 +129,15 @@ class Bench:
     """One run: options, the broker, the processes and names it owns."""
 
     def __init__(self, *, url: str, rounds: int, duration: float, quick: bool,
-                 bench_python: Path | None, keep_logs: bool = False) -> None:
+                 bench_python: Path | None, keep_logs: bool = False,
+                 peers_python: Path | None = None) -> None:
         self.url = url
         self.rounds = rounds
         self.duration = duration
         self.quick = quick
         self.bench_python = bench_python
+        self.peers_python = peers_python
+        self._peer_ports: dict[str, int] = {}
         self.keep_logs = keep_logs
         self.tag = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix=f"amqprpc-bench-{self.tag}-"))
@@ -232,6 +235,23 @@ class Bench:
                     raise BenchError(f"{queue_name}: {max(consumers, 0)} of {count} consumers after "
                                      f"{timeout:.0f}s; logs: {', '.join(str(p.log) for p in procs)}")
                 time.sleep(0.05)
+
+    def peer_port(self, service: str) -> int:
+        """The loopback port of a broker-less peer's server (gRPC), one per service name."""
+        if service not in self._peer_ports:
+            self._peer_ports[service] = free_port()
+        return self._peer_ports[service]
+
+    def wait_port(self, port: int, procs: list[Proc], timeout: float = START_TIMEOUT) -> None:
+        """Wait until a server accepts TCP connections on ``port`` (peers with no broker)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive(procs)
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+            time.sleep(0.05)
 
     def queue_depth(self, queue_name: str) -> int:
         with self.admin() as channel:

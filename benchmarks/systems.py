@@ -12,6 +12,11 @@
   ``rpc-<service>``), ``mandatory``, a deadline header and a per-message TTL. The topic
   exchange alone costs ~0.09 ms per call at the broker: the floor for a Nameko-compatible
   framework.
+* The peers a team would pick instead (docs/benchmarks.md, "Peers"), in the peers venv, each
+  configured for its best: ``faststream`` (0.7, RabbitMQ, ``broker.request``), ``aio-pika``
+  (``patterns.JsonRPC``), ``celery`` (5, RabbitMQ broker, ``rpc://`` backend, thread pool),
+  and ``grpc`` / ``grpc-aio`` (unary echo on loopback, no broker: the bar of a point-to-point
+  RPC stack).
 
 Every name (service, queue, event source) carries the run's tag, so concurrent runs and
 other test suites on the same broker never share a queue.
@@ -32,21 +37,37 @@ AGENTS = Path(__file__).resolve().parent / "agents"
 
 @dataclass(frozen=True)
 class System:
-    """One contender. ``needs_bench_venv``: runs in the benchmark venv (Nameko, raw)."""
+    """One contender. ``venv``: where it runs: the project's interpreter (None), the benchmark
+    venv (``"bench"``: Nameko, raw) or the peers venv (``"peers"``)."""
 
     name: str
     label: str
-    needs_bench_venv: bool
+    venv: str | None = None
+
+    @property
+    def needs_bench_venv(self) -> bool:
+        return self.venv == "bench"
+
+    @property
+    def is_peer(self) -> bool:
+        return self.venv == "peers"
+
+    @property
+    def over_broker(self) -> bool:
+        return not self.name.startswith("grpc")
 
     def python(self, bench: Bench) -> str:
-        if not self.needs_bench_venv:
+        if self.venv is None:
             return sys.executable
-        assert bench.bench_python is not None, f"{self.name} needs the benchmark venv"
-        return str(bench.bench_python)
+        python = bench.bench_python if self.venv == "bench" else bench.peers_python
+        assert python is not None, f"{self.name} needs the {self.venv} venv"
+        return str(python)
 
     # ------------------------------------------------------------------ RPC echo
 
     def echo_queue(self, service: str) -> str:
+        if self.is_peer:
+            return f"{self.name}-{service}"
         return f"raw-{service}" if self.name == "raw" else f"rpc-{service}"
 
     @property
@@ -56,6 +77,8 @@ class System:
 
     def start_echo(self, bench: Bench, service: str, workers: int = 1) -> list[Proc]:
         """Start ``workers`` worker processes of the echo service; wait until all consume."""
+        if self.is_peer:
+            return self._start_peer_echo(bench, service, workers)
         queue = self.echo_queue(service)
         bench.remember_queue(queue)
         if self.name == "amqprpc":
@@ -75,7 +98,40 @@ class System:
         bench.wait_consumers(queue, workers, procs)
         return procs
 
+    def _start_peer_echo(self, bench: Bench, service: str, workers: int) -> list[Proc]:
+        queue = self.echo_queue(service)
+        if not self.over_broker:
+            port = bench.peer_port(service)
+            procs = [bench.spawn(f"{self.name}-echo-{service}", [
+                self.python(bench), str(AGENTS / "grpc_echo.py"),
+                bench.params(port=port, aio=self.name == "grpc-aio")])]
+            bench.wait_port(port, procs)
+            return procs
+        bench.remember_queue(queue)
+        if self.name == "celery":
+            procs = [bench.spawn(f"celery-echo-{service}-{i}", [
+                self.python(bench), "-m", "celery", "-A", "celery_echo", "worker", "--pool", "threads",
+                "--concurrency", "10", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "--loglevel", "WARNING", "--hostname", f"{service}-{i}@%h",
+            ], env={"BENCH_URL": bench.url, "BENCH_QUEUE": queue, "PYTHONPATH": str(AGENTS)})
+                for i in range(workers)]
+        else:
+            script = {"faststream": "faststream_echo.py", "aio-pika": "aiopika_echo.py"}[self.name]
+            procs = [bench.spawn(f"{self.name}-echo-{service}-{i}", [
+                self.python(bench), str(AGENTS / script), bench.params(url=bench.url, queue=queue),
+            ]) for i in range(workers)]
+        bench.wait_consumers(queue, workers, procs)
+        return procs
+
     def client_argv(self, bench: Bench, **params: object) -> list[str]:
+        if self.is_peer:
+            script = {"faststream": "faststream_client.py", "aio-pika": "aiopika_client.py",
+                      "celery": "celery_client.py", "grpc": "grpc_client.py",
+                      "grpc-aio": "grpc_client.py"}[self.name]
+            extra: dict[str, object] = {"url": bench.url}
+            if not self.over_broker:
+                extra = {"port": bench.peer_port(str(params["service"])), "aio": self.name == "grpc-aio"}
+            return [self.python(bench), str(AGENTS / script), bench.params(**extra, **params)]
         script = {"amqprpc": "amqprpc_client.py", "nameko": "nameko_client.py",
                   "raw": "raw_client.py", "raw-wire": "raw_client.py"}[self.name]
         return [self.python(bench), str(AGENTS / script),
@@ -156,9 +212,15 @@ def event_queue(source: str, service: str) -> str:
     return f"evt-{source}-tick--{service}.on_tick"
 
 
-AMQPRPC = System("amqprpc", "amqprpc", needs_bench_venv=False)
-NAMEKO = System("nameko", "Nameko 2.14.1", needs_bench_venv=True)
-RAW = System("raw", "raw py-amqp", needs_bench_venv=True)
-RAW_WIRE = System("raw-wire", "raw py-amqp, Nameko's wire", needs_bench_venv=True)
-ALL = (AMQPRPC, NAMEKO, RAW, RAW_WIRE)
+AMQPRPC = System("amqprpc", "amqprpc")
+NAMEKO = System("nameko", "Nameko 2.14.1", "bench")
+RAW = System("raw", "raw py-amqp", "bench")
+RAW_WIRE = System("raw-wire", "raw py-amqp, Nameko's wire", "bench")
+FASTSTREAM = System("faststream", "FastStream 0.7.8", "peers")
+AIO_PIKA = System("aio-pika", "aio-pika 10.2.1 JsonRPC", "peers")
+CELERY = System("celery", "Celery 5.7.0 (rpc://)", "peers")
+GRPC = System("grpc", "gRPC 1.85.1 sync", "peers")
+GRPC_AIO = System("grpc-aio", "gRPC 1.85.1 grpc.aio", "peers")
+PEERS = (FASTSTREAM, AIO_PIKA, CELERY, GRPC, GRPC_AIO)
+ALL = (AMQPRPC, NAMEKO, RAW, RAW_WIRE, *PEERS)
 BY_NAME = {system.name: system for system in ALL}

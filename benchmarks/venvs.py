@@ -1,5 +1,7 @@
-"""The benchmark's own virtualenv: Nameko 2.14.1 (and its pins), py-amqp for the raw scripts,
-matplotlib for the charts. None of it enters the project's dependencies.
+"""The benchmark's own virtualenvs: Nameko 2.14.1 (and its pins), py-amqp for the raw scripts,
+matplotlib for the charts; and, apart (their pins would fight Nameko's), the peers a team
+would pick instead: FastStream, aio-pika, Celery, gRPC. None of it enters the project's
+dependencies.
 
 It lives in ``.cache/bench-venvs/`` at the repository root (gitignored), keyed by the exact
 requirements and the Python version, so it is built once (~30 s, from PyPI) and reused.
@@ -21,6 +23,9 @@ from tests.compat.nameko_env import REQUIREMENTS as NAMEKO_REQUIREMENTS
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = (*NAMEKO_REQUIREMENTS, "matplotlib==3.10.8")
+# Each at the version the comparison names (docs/benchmarks.md, "Peers").
+PEER_REQUIREMENTS = ("faststream[rabbit]==0.7.8", "aio-pika==10.2.1", "celery==5.7.0",
+                     "grpcio==1.85.1")
 READY_MARKER = ".bench-ready"
 BUILD_TIMEOUT = 900
 
@@ -52,6 +57,19 @@ def ensure_python(log: object = None) -> Path:
                                   BenchEnvError)
     if seconds:
         sys.stderr.write(f"[bench] built it in {seconds:.0f}s\n")
+    return python
+
+
+def peers_venv_dir() -> Path:
+    return keyed_venv_dir(cache_root(), "bench-peers", PEER_REQUIREMENTS)
+
+
+def ensure_peers_python() -> Path:
+    """The peers venv's python, building it first if needed (~30 s from PyPI, once)."""
+    if not (peers_venv_dir() / READY_MARKER).exists():
+        sys.stderr.write(f"[bench] building the peers venv in {peers_venv_dir()} (once) ...\n")
+    python, _ = ensure_venv(peers_venv_dir(), PEER_REQUIREMENTS, READY_MARKER, BUILD_TIMEOUT,
+                            BenchEnvError)
     return python
 
 

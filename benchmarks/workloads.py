@@ -20,7 +20,7 @@ from typing import Any
 
 from . import procstat
 from .runner import START_TIMEOUT, Bench, BenchError, Proc, Window, free_port
-from .systems import AMQPRPC, NAMEKO, RAW, RAW_WIRE, System, event_queue
+from .systems import AMQPRPC, NAMEKO, PEERS, RAW, RAW_WIRE, System, event_queue
 
 PAYLOADS = {"8 B": 8, "1 KiB": 1024, "64 KiB": 64 * 1024}
 WINDOW = 100
@@ -418,8 +418,8 @@ def inflight(bench: Bench, systems: Sequence[System]) -> list[Cell]:
 
 
 WORKLOADS = (
-    Workload("seq", "1. Sequential calls, 8 B", (AMQPRPC, NAMEKO, RAW, RAW_WIRE), sequential),
-    Workload("window", "2. One client, 100 calls in flight", (AMQPRPC, NAMEKO, RAW, RAW_WIRE),
+    Workload("seq", "1. Sequential calls, 8 B", (AMQPRPC, NAMEKO, RAW, RAW_WIRE, *PEERS), sequential),
+    Workload("window", "2. One client, 100 calls in flight", (AMQPRPC, NAMEKO, RAW, RAW_WIRE, *PEERS),
              pipelined),
     Workload("scaling", "3. Four client processes x 25 in flight; 1, 2, 4 worker processes",
              (AMQPRPC, NAMEKO, RAW), scaling),

@@ -10,9 +10,11 @@
 What the app opens it closes (its cleanup context); an ``rpc_client`` or ``registry``
 passed in belongs to the caller, who starts and stops it. Besides the routes the services
 announce, the bridge serves ``/healthz`` (the process answers), ``/readyz`` (broker
-connected, not blocked, registry complete), ``/metrics`` (Prometheus), ``/openapi.json``
-and ``/docs`` (a page that renders it, with no external assets); ``/soap/<service>``
-is the SOAP 1.1 front end (``http_bridge.soap``) over the same routes. With
+connected, not blocked, registry complete), ``/metrics`` (Prometheus), ``/openapi.json``,
+``/asyncapi.json`` (AsyncAPI 3.0 of the live services) and ``/docs`` (a page that renders
+the OpenAPI, with no external assets), and with ``dashboard`` on, ``/dashboard``
+(``http_bridge.dashboard``); ``/soap/<service>`` is the SOAP 1.1 front end
+(``http_bridge.soap``) over the same routes. With
 ``cors_allowed_origins`` set, a middleware (``http_bridge.cors``) answers CORS preflights
 and adds CORS headers to every answer.
 """
@@ -28,14 +30,19 @@ from aiohttp import web
 
 from amqprpc import AsyncRpcClient, Config, DecodeLimits, ServiceRegistry
 
+from .asyncapi import asyncapi_response
 from .auth import Authenticator
 from .connections import ConnectionGate
 from .cors import CorsPolicy, cors_middleware
+from .dashboard import Dashboard
 from .errors import ApiError, error_body
 from .gateway import Gateway
 from .openapi import build_openapi, listed_by
 from .settings import BridgeSettings
 from .soap import SOAP_PREFIX, SoapEndpoint
+from .token_endpoint import TokenEndpoint
+from .websocket import WS_PATH, WebSocketEndpoint
+from .ws_events import EventHub
 
 GATEWAY = web.AppKey("gateway", Gateway)
 CONNECTIONS = web.AppKey("connections", ConnectionGate)  # counted by server.start_server
@@ -59,13 +66,22 @@ def create_app(
         "/readyz": _readyz,
         "/metrics": _metrics,
         "/openapi.json": _openapi,
+        "/asyncapi.json": _asyncapi,
         "/docs": _docs,
     }
+    if settings.websocket:  # /ws: calls and event subscriptions (http_bridge.websocket)
+        hub = EventHub(config, max_queued=settings.ws_event_queue_max, name="http-bridge-events")
+        websocket = WebSocketEndpoint(gateway, hub)
+        ops[WS_PATH] = websocket.handle
+        ops["/realtime/"] = _realtime_page
+    tokens = TokenEndpoint.for_gateway(gateway)  # None unless token_signing_key_file is set
 
     def methods_for(raw_path: str) -> tuple[str, ...] | None:
         """What a CORS preflight may ask for on ``raw_path`` (None: no such route)."""
         if raw_path in ops:
             return ("GET", "HEAD")
+        if tokens is not None and tokens.methods(raw_path) is not None:
+            return tokens.methods(raw_path)
         if settings.soap and raw_path.startswith(SOAP_PREFIX):
             return ("GET", "HEAD", "POST")
         return gateway.table().verbs(raw_path)
@@ -79,12 +95,20 @@ def create_app(
     app[GATEWAY] = gateway
     app[CONNECTIONS] = ConnectionGate(settings.max_connections)
     app.cleanup_ctx.append(_lifespan(gateway, config, rpc_client, registry))
+    if settings.websocket:
+        app.on_shutdown.append(lambda app: websocket.close_all())  # 1001 to every socket
+        app.on_cleanup.append(lambda app: hub.stop())
 
     soap = SoapEndpoint(gateway)
+    dashboard = Dashboard(gateway) if settings.dashboard else None
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
+        if tokens is not None and request.path in tokens.routes:
+            return await tokens.handle(request)
         handler = ops.get(request.path)
         if handler is None:
+            if dashboard is not None and dashboard.handles(request.path):
+                return await dashboard.handle(request)
             if settings.soap and request.path.startswith(SOAP_PREFIX):
                 return await soap.handle(request)
             return await gateway.handle(request)
@@ -107,6 +131,9 @@ def _lifespan(gateway: Gateway, config: Config, rpc_client: AsyncRpcClient | Non
         gateway.rpc = rpc_client or AsyncRpcClient(config=config, name=f"http-bridge-{id(app):x}")
         gateway.metrics.watch_client(gateway.rpc)
         gateway.registry = registry or ServiceRegistry(config)
+        resilience = getattr(gateway.rpc, "resilience", None)  # None: off, or a test double
+        if resilience is not None:  # retries learn @rpc(idempotent=True) from the descriptors
+            resilience.lookups.append(gateway.registry.is_idempotent)
         loop = asyncio.get_running_loop()
         try:
             if own_client:
@@ -155,10 +182,26 @@ async def _openapi(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
+async def _asyncapi(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    return asyncapi_response(gateway.registry, gateway.settings.services)
+
+
 async def _docs(request: web.Request) -> web.Response:
     page = resources.files(__package__).joinpath("docs.html").read_text(encoding="utf-8")
     return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
         "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
                                    "style-src 'unsafe-inline'; connect-src 'self'",
         "X-Content-Type-Options": "nosniff",
+    })
+
+
+async def _realtime_page(request: web.Request) -> web.Response:
+    """The live events page (http_bridge/realtime/index.html): opens /ws, shows what arrives."""
+    page = resources.files(__package__).joinpath("realtime", "index.html").read_text(encoding="utf-8")
+    return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
+        "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                                   "style-src 'unsafe-inline'; connect-src 'self'",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
     })

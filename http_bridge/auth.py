@@ -16,7 +16,9 @@
   has a ``kid`` and an asymmetric ``alg`` is verified with that key of the set, fetched
   and cached without blocking the event loop. ``exp`` and ``sub`` are required, ``iss``
   and ``aud`` whenever configured; ``sub`` is the principal and the ``roles`` claim (a
-  list, or a space-separated string) the roles.
+  list, or a space-separated string) the roles. Tokens the bridge issued itself
+  (``token_endpoint``; a ``kid`` of its signing key, EdDSA, its ``token_issuer``) are
+  verified with its own key (``signing_keys``), whatever else is configured.
 
 Errors: credentials that are present but wrong -> 401 with ``WWW-Authenticate``, one
 fixed body whatever the reason (``errors.CredentialsRefused``; the reason is logged at
@@ -46,6 +48,8 @@ from .auth_failures import AuthFailureBrake
 from .errors import ApiError, CredentialsRefused
 from .jwks import ASYMMETRIC_ALGORITHMS, JwksKeys
 from .settings import BridgeSettings
+from .signing_keys import ALGORITHM as LOCAL_ALGORITHM
+from .signing_keys import SigningKey
 
 _log = logging.getLogger(__name__)
 
@@ -123,8 +127,9 @@ class JwtVerifier:
 
     def __init__(self, *, hs256_secret: str = "", rs256_public_key: str = "", issuer: str = "",
                  audience: str = "", leeway: float = 30.0, roles_claim: str = "roles",
-                 jwks: JwksKeys | None = None) -> None:
+                 jwks: JwksKeys | None = None, local: SigningKey | None = None) -> None:
         self.jwks = jwks
+        self.local = local  # the bridge's own signing key: tokens from /auth/token
         self._keys: dict[str, Any] = {}
         if hs256_secret:
             if len(hs256_secret.encode()) < 32:
@@ -151,6 +156,13 @@ class JwtVerifier:
 
     async def verify_token(self, token: str) -> Identity:
         """The identity a token proves, with the static keys or the JWKS; CredentialsRefused (or 503)."""
+        if self.local is not None:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.PyJWTError as exc:
+                raise CredentialsRefused(f"invalid token: {exc}") from None
+            if header.get("kid") == self.local.kid and header.get("alg") == LOCAL_ALGORITHM:
+                return self._decode_local(token, self.local)
         if self.jwks is not None:
             try:
                 header = jwt.get_unverified_header(token)
@@ -175,6 +187,18 @@ class JwtVerifier:
         if key is None or not isinstance(algorithm, str):
             raise CredentialsRefused(f"invalid token: algorithm {algorithm!r} is not accepted")
         return self._decode(token, key, algorithm, self._options)
+
+    def _decode_local(self, token: str, key: SigningKey) -> Identity:
+        try:
+            claims = key.decode(token, leeway=self.leeway)
+        except jwt.ExpiredSignatureError:
+            raise CredentialsRefused("the token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise CredentialsRefused(f"invalid token: {type(exc).__name__}: {exc}") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise CredentialsRefused("invalid token: sub must be a non-empty string")
+        return Identity(subject, _roles(claims.get(self.roles_claim)), "jwt")
 
     def _decode(self, token: str, key: Any, algorithm: str, options: Any) -> Identity:
         try:
@@ -225,11 +249,14 @@ class Authenticator:
             jwks = JwksKeys(settings.jwt_jwks_url, cache_ttl=settings.jwt_jwks_cache_ttl,
                             refetch_interval=settings.jwt_jwks_refetch_interval,
                             timeout=settings.jwt_jwks_timeout)
-        if settings.jwt_hs256_secret or public_key or jwks is not None:
+        local = None
+        if settings.token_signing_key_file:
+            local = SigningKey.load(settings.token_signing_key_file, issuer=settings.token_issuer)
+        if settings.jwt_hs256_secret or public_key or jwks is not None or local is not None:
             verifier = JwtVerifier(hs256_secret=settings.jwt_hs256_secret, rs256_public_key=public_key,
                                    issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                    leeway=settings.jwt_leeway, roles_claim=settings.jwt_roles_claim,
-                                   jwks=jwks)
+                                   jwks=jwks, local=local)
         failures = None
         if settings.auth_failure_limit > 0:
             failures = AuthFailureBrake(settings.auth_failure_limit, settings.auth_failure_window,

@@ -21,15 +21,15 @@ class _BridgeGroup(click.Group):
     """Its subcommands come from http_bridge, loaded when asked for."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["new-key", "token"]
+        return ["new-key", "new-signing-key", "token"]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         try:
-            from .credential_commands import new_key, token
+            from .credential_commands import new_key, new_signing_key, token
         except ImportError as exc:
             raise CliError(f"the bridge needs the `bridge` extra: pip install 'amqprpc[bridge]' ({exc})",
                            EXIT_CONFIG) from None
-        return {"new-key": new_key, "token": token}.get(cmd_name)
+        return {"new-key": new_key, "token": token, "new-signing-key": new_signing_key}.get(cmd_name)
 
 
 @click.group(cls=_BridgeGroup, invoke_without_command=True)

@@ -1,4 +1,4 @@
-"""``amqprpc bridge new-key`` and ``amqprpc bridge token``: the click side of ``devtokens``.
+"""``amqprpc bridge new-key``, ``token`` and ``new-signing-key``: the click side of ``devtokens``.
 
 Subcommands of ``amqprpc bridge`` (``bridge.add_command(new_key)``, ``...(token)``); the
 work is in ``http_bridge.devtokens``, shared with ``python -m http_bridge new-key|token``.
@@ -12,6 +12,7 @@ from amqprpc.cli import _build_config, _friendly, config_option
 
 from .devtokens import new_key_entry, split_roles, token_for
 from .settings import BridgeSettings
+from .signing_keys import SigningKey, write_key_file
 
 
 @click.command("new-key")
@@ -38,3 +39,17 @@ def token(secret: str | None, roles: str, subject: str, ttl: float, config_path:
     settings = _friendly(lambda: BridgeSettings.from_config(config))
     click.echo(_friendly(lambda: token_for(settings, split_roles(roles), secret=secret,
                                            subject=subject, ttl=ttl)))
+
+
+@click.command("new-signing-key")
+@click.argument("path", type=click.Path(dir_okay=False, exists=False))
+def new_signing_key(path: str) -> None:
+    """Write a new Ed25519 key for the token endpoint (bridge.token_signing_key_file) to PATH."""
+    try:
+        written = write_key_file(path)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; the bridge's key is never overwritten") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc}") from None
+    kid = SigningKey.load(written, issuer="").kid
+    click.echo(f"wrote {written} (mode 0600, kid {kid}); set bridge.token_signing_key_file = \"{written}\"")

@@ -18,20 +18,26 @@ message: it is part of the method's contract, so the client caused it. Anything 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from amqprpc import (
     BrokerError,
+    CallCancelled,
+    CircuitOpen,
     ConnectionLost,
+    IdentityRefused,
     IncorrectSignature,
     MalformedRequest,
     MethodNotFound,
     RemoteError,
     RpcTimeout,
+    ServiceOverloaded,
     ServiceUnavailable,
     UnknownService,
+    ValidationError,
 )
 
 
@@ -73,13 +79,24 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str, str | None], ...] = (
     (MethodNotFound, 404, "method_not_found", None),
     (IncorrectSignature, 400, "incorrect_signature", None),
     (MalformedRequest, 400, "malformed_request", None),
+    # The service requires a signed identity and refused the bridge's: its identity key is
+    # missing or another (docs/production.md). The bridge's fault, not the client's.
+    (IdentityRefused, 502, "identity_refused", "the service refused the bridge's signed identity"),
     (UnknownService, 503, "service_unavailable", "no running instance of the service"),
+    (CircuitOpen, 503, "circuit_open", "the service is failing; calls to it are refused for now"),
     (ServiceUnavailable, 503, "service_unavailable", "no running instance of the service"),
     (ConnectionLost, 503, "connection_lost",
      "the bridge lost its broker connection during the call; it may or may not have run"),
+    (ServiceOverloaded, 503, "service_overloaded",
+     "the service is over its load bounds; the call was not run, try again later"),
     (BrokerError, 503, "broker_unavailable", "the message broker is not reachable"),
     (RpcTimeout, 504, "deadline_exceeded", "the service did not answer before the deadline"),
+    # Raised in handlers only; a bridge whose client left is cancelled, and answers no one.
+    (CallCancelled, 503, "cancelled", "the call was cancelled"),
 )
+
+# Answers a client may simply repeat after a moment: they carry Retry-After (seconds).
+RETRY_AFTER = {"service_overloaded": "1"}
 
 INTERNAL = (500, "internal_error", "internal error; quote the error id when reporting it")
 
@@ -92,6 +109,8 @@ class ErrorContext:
     bridge_errors: Mapping[str, int] = field(default_factory=dict)  # from the settings
     expected: tuple[str, ...] = ()  # exception names the method declares as expected
     expected_status: int = 422
+    field_source: Mapping[str, str] = field(default_factory=dict)  # parameter -> path/query/body
+    default_source: str = "body"  # of a parameter not in ``field_source``
 
 
 def map_error(exc: BaseException, context: ErrorContext | None = None) -> ApiError:
@@ -101,14 +120,48 @@ def map_error(exc: BaseException, context: ErrorContext | None = None) -> ApiErr
     context = context or ErrorContext()
     if isinstance(exc, RemoteError):
         return _map_remote(exc.exc_type, exc.value, context)
+    if isinstance(exc, ValidationError):
+        return field_errors(exc, context)
     for exc_type, status, code, message in ERROR_TABLE:
         if isinstance(exc, exc_type):
-            return ApiError(status, code, message if message is not None else str(exc))
+            return ApiError(status, code, message if message is not None else str(exc),
+                            headers=_retry_after(exc))
     # A remote error the bridge rebuilt as its own class (a @remote_error type it imports).
     name = type(exc).__name__
     if name in context.service_errors or name in context.bridge_errors or name in context.expected:
         return _map_remote(name, str(exc), context)
     return ApiError(*INTERNAL)
+
+
+def _retry_after(exc: BaseException) -> dict[str, str]:
+    """``Retry-After`` (whole seconds) for answers a client may simply repeat after a moment:
+    an open circuit breaker says when it lets a trial through; shed calls, in a second."""
+    if isinstance(exc, CircuitOpen):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if isinstance(exc, ServiceOverloaded):
+        return {"Retry-After": RETRY_AFTER["service_overloaded"]}
+    return {}
+
+
+def field_errors(exc: ValidationError, context: ErrorContext) -> ApiError:
+    """The worker's ValidationError as the bridge's own 422: each field named by where the
+    client put it (``body.order.items[0].qty``), with the validator's reason."""
+    details = []
+    for error in exc.errors[:50]:
+        loc = error.get("loc") if isinstance(error, dict) else None
+        if not isinstance(loc, list) or not loc:
+            continue
+        source = context.field_source.get(str(loc[0]), context.default_source)
+        details.append({"field": f"{source}.{_field_path(loc)}", "problem": str(error.get("msg", ""))})
+    return ApiError(422, "validation_error", str(exc), details=details or None)
+
+
+def _field_path(loc: list[object]) -> str:
+    """``["order", "items", 0, "qty"]`` -> ``order.items[0].qty``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def _map_remote(exc_type: str, value: str, context: ErrorContext) -> ApiError:
@@ -162,7 +215,11 @@ ERROR_SCHEMA: dict[str, object] = {
                 "code": {"type": "string"},
                 "message": {"type": "string"},
                 "id": {"type": "string"},
-                "details": {"type": "array", "items": {"type": "object"}},
+                "details": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string", "description": "`body.order.items[0].qty`"},
+                                   "problem": {"type": "string"}},
+                }},
             },
         }
     },

@@ -3,7 +3,7 @@
     headers checked (431/400) -> route matched (404/405) -> credentials (401) -> roles (403)
     -> rate limit (429) -> service live? broker up? (503, at once) -> body read (413/408/415)
     -> in-flight cap (503) -> body parsed within the decode limits (400/413)
-    -> arguments bound and validated (400) -> Idempotency-Key (replay/409/422)
+    -> arguments bound and validated (422) -> Idempotency-Key (replay/409/422)
     -> RPC call with the route's deadline (504) -> JSON answer
 
 The in-flight cap admits a request before its body is parsed: what parsed bodies hold in
@@ -31,6 +31,8 @@ from aiohttp import web
 from amqprpc import AsyncRpcClient, DecodeLimits, ServiceRegistry
 from amqprpc.discovery import MethodDescriptor
 
+from .adaptive_concurrency import adaptive_limit
+from .adaptive_concurrency import admitted as adaptive_admitted
 from .auth import Authenticator, Identity
 from .client_address import ClientAddresses
 from .errors import ApiError, ErrorContext, error_body, map_error
@@ -61,6 +63,9 @@ class Gateway:
         self.inflight = InflightGate(settings.max_inflight)
         self.idempotency = IdempotencyCache(settings.idempotency_ttl, settings.idempotency_max_entries)
         self.metrics = BridgeMetrics(lambda: self.inflight.count)
+        self.adaptive = adaptive_limit(settings)  # None: off
+        if self.adaptive is not None:
+            self.metrics.watch_adaptive(self.adaptive)
         self._addresses = ClientAddresses(settings.trusted_proxies)
         self._table = RouteTable()
         # Request ids: unique per process and cheap (uuid4 costs a urandom syscall each).
@@ -111,6 +116,8 @@ class Gateway:
         response.headers.update(_SECURITY_HEADERS)
         if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
             response.force_close()  # the header-deadline guard cannot follow a chunked body
+        if "Upgrade" in request.headers:
+            response.force_close()  # nor a connection that asked to leave HTTP (only /ws may)
         self.metrics.observe(label, response.status, time.perf_counter() - started)
         return response
 
@@ -178,8 +185,10 @@ class Gateway:
             return await self.rpc.call(service, method.name, _timeout=deadline, _context=context, **kwargs)
         except Exception as exc:
             error = map_error(exc, ErrorContext(service_errors, self.settings.error_statuses,
-                                                method.expected, self.settings.expected_error_status))
-            if error.status >= 500:
+                                                method.expected, self.settings.expected_error_status,
+                                                *_field_sources(method)))
+            if error.status >= 500 and error.code not in ("service_overloaded", "circuit_open"):
+                # shedding is by design; an open breaker was logged when it opened
                 _log.warning("request %s: %s.%s failed: %s: %s", request_id, service,
                              method.name, type(exc).__name__, exc)
             raise error from None
@@ -189,7 +198,11 @@ class Gateway:
         """Hold a place under the in-flight cap (503 at once past it) for one request."""
         self.inflight.enter()
         try:
-            yield
+            if self.adaptive is None:
+                yield
+            else:
+                with adaptive_admitted(self.adaptive):  # 503 at once past the adaptive limit
+                    yield
         finally:
             self.inflight.leave()
 
@@ -236,6 +249,14 @@ class Gateway:
             else:
                 response.headers[name] = value
         return response
+
+
+def _field_sources(method: MethodDescriptor) -> tuple[dict[str, str], str]:
+    """Where each argument came from, to name a field the service refused (``body.order.qty``)."""
+    if method.http is None:
+        return {}, "body"
+    return ({name: "path" for name in method.http.path_params},
+            "body" if method.http.method in ("POST", "PUT", "PATCH") else "query")
 
 
 def _dumps(value: Any) -> bytes:

@@ -3,6 +3,8 @@
 * ``amqprpc_bridge_requests_total{route, status}``: requests answered;
 * ``amqprpc_bridge_request_duration_seconds{route}``: latency histogram;
 * ``amqprpc_bridge_calls_in_flight``: RPC calls waiting for a reply;
+* ``amqprpc_bridge_adaptive_limit``, ``..._min_rtt_seconds``, ``..._sample_rtt_seconds``,
+  ``..._shed_calls``: the adaptive concurrency limiter, when ``adaptive_concurrency`` is on;
 * ``amqprpc_client_calls_total{service, method, outcome}``: the calls the bridge made, as
   every worker counts its own (amqprpc.metrics.registry).
 
@@ -39,6 +41,19 @@ class BridgeMetrics:
     def watch_client(self, client: Any) -> None:
         """Count the calls ``client`` (the bridge's AsyncRpcClient) makes."""
         self.client_calls.watch_client(client)
+
+    def watch_adaptive(self, limit: Any) -> None:
+        """Export the adaptive concurrency limiter's state (``adaptive_concurrency`` on)."""
+        for name, doc, read in (
+                ("amqprpc_bridge_adaptive_limit", "Calls the adaptive limiter admits at once now.",
+                 lambda: limit.limit),
+                ("amqprpc_bridge_adaptive_min_rtt_seconds", "Latency floor the limiter measured.",
+                 lambda: limit.min_rtt),
+                ("amqprpc_bridge_adaptive_sample_rtt_seconds", "90th percentile latency of the last "
+                 "sample window.", lambda: limit.sample_rtt),
+                ("amqprpc_bridge_adaptive_shed_calls", "Calls shed (503) by the adaptive limiter.",
+                 lambda: limit.shed)):
+            Gauge(name, doc, registry=self.registry).set_function(read)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self._requests.labels(route, str(status)).inc()

@@ -21,13 +21,14 @@ from .routing import Route, RouteTable
 _BODY_VERBS = ("POST", "PUT", "PATCH")
 # What the bridge itself may answer on any route, by status: (code, when).
 _BRIDGE_ERRORS: dict[int, list[tuple[str, str]]] = {
-    400: [("validation_error", "invalid arguments: `details` lists every wrong field "
-                               "(`path.<name>`, `query.<name>`, `body.<name>`)"),
-          ("invalid_header", "a header name with an underscore"),
+    400: [("invalid_header", "a header name with an underscore"),
           ("invalid_idempotency_key", "the Idempotency-Key header is malformed")],
     404: [("method_not_found", "the service no longer has this method (during a deploy)")],
     409: [("idempotency_key_in_use", "a request with this Idempotency-Key is still running")],
-    422: [("idempotency_key_reused", "this Idempotency-Key came with another request")],
+    422: [("validation_error", "invalid arguments: `details` lists every wrong field "
+                               "(`path.<name>`, `query.<name>`, `body.<name>.<field>[<index>]`), "
+                               "found by the bridge or by the service's own validation"),
+          ("idempotency_key_reused", "this Idempotency-Key came with another request")],
     429: [("rate_limited", "too many requests; see Retry-After")],
     431: [("headers_too_large", "the headers are too large")],
     500: [("internal_error", "internal error: quote the error id")],
@@ -35,6 +36,7 @@ _BRIDGE_ERRORS: dict[int, list[tuple[str, str]]] = {
           ("broker_unavailable", "the message broker is not reachable"),
           ("broker_blocked", "the message broker refuses messages for now"),
           ("overloaded", "too many calls in flight"),
+          ("service_overloaded", "the service's queue is full; the call was not run (Retry-After)"),
           ("connection_lost", "the broker connection dropped during the call (it may have run)")],
     504: [("deadline_exceeded", "the service did not answer before the deadline")],
 }

@@ -5,9 +5,10 @@ Path and query values are text, so they are converted by the parameter's schema 
 an array). JSON body values are checked as they are, strictly (``"42"`` is not an integer
 there; an integer is a number). Anything that does not fit is a 400 that names every
 wrong field at once, each by where it came from (``path.user_id``, ``query.limit``,
-``body.tags[2]``), with its problem, and nothing is sent to the service::
+``body.tags[2]``), with its problem, and nothing is sent to the service (a 422, as for
+the field errors a service's own validation finds, docs/contracts.md)::
 
-    {"error": {"status": 400, "code": "validation_error", "message": "2 invalid fields: ...",
+    {"error": {"status": 422, "code": "validation_error", "message": "2 invalid fields: ...",
                "id": "...", "details": [{"field": "body.name", "problem": "expected string, got integer"},
                                         {"field": "query.limit", "problem": "expected an integer, got 'x'"}]}}
 
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from amqprpc import DecodeLimits, MalformedRequest
-from amqprpc.discovery import MethodDescriptor, ParamDescriptor
+from amqprpc.discovery import MethodDescriptor, ParamDescriptor, json_type_of
 
 from .errors import ApiError
 
@@ -51,7 +52,7 @@ def bind_arguments(
     query: list[tuple[str, str]],
     body: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The call's keyword arguments, or ApiError(400) listing every field that is wrong."""
+    """The call's keyword arguments, or ApiError(422) listing every field that is wrong."""
     found: list[Invalid] = []
     kwargs = _bind(method, path_params, query, body, found)
     if found:
@@ -60,11 +61,11 @@ def bind_arguments(
 
 
 def validation_error(found: list[Invalid]) -> ApiError:
-    """The one 400 for invalid arguments: a message for people, ``details`` for programs."""
+    """The one 422 for invalid arguments: a message for people, ``details`` for programs."""
     found = found[:_MAX_PROBLEMS]
     shown = "; ".join(str(item) for item in found[:5]) + ("; ..." if len(found) > 5 else "")
     message = shown if len(found) == 1 else f"{len(found)} invalid fields: {shown}"
-    return ApiError(400, "validation_error", message,
+    return ApiError(422, "validation_error", message,
                     details=[{"field": item.where, "problem": item.problem} for item in found])
 
 
@@ -238,7 +239,7 @@ def _check(value: Any, schema: Mapping[str, Any], where: str, found: list[Invali
             attempts.append(attempt)
         # Report the option of the value's own JSON type (list[str] | None: the bad items).
         same_type = [attempt for attempt, option in zip(attempts, options, strict=True)
-                     if option.get("type") == _json_type(value)]
+                     if option.get("type") == json_type_of(value)]
         found.extend(same_type[0] if len(same_type) == 1
                      else [Invalid(where, "matches none of the accepted types")])
         return False
@@ -246,7 +247,7 @@ def _check(value: Any, schema: Mapping[str, Any], where: str, found: list[Invali
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_is_type(value, k) for k in kinds):
-            found.append(Invalid(where, f"expected {' or '.join(kinds)}, got {_json_type(value)}"))
+            found.append(Invalid(where, f"expected {' or '.join(kinds)}, got {json_type_of(value)}"))
             return False
     before = len(found)
     if isinstance(value, str):
@@ -308,21 +309,6 @@ def _is_type(value: Any, kind: str) -> bool:
         return isinstance(value, dict)
     return True
 
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def _check_format(value: str, fmt: Any, where: str, found: list[Invalid]) -> None:

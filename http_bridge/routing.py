@@ -27,7 +27,7 @@ from .errors import ApiError
 
 _log = logging.getLogger(__name__)
 
-RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/ws", "/realtime/"})
 RESERVED_PREFIXES = ("/soap/",)  # the SOAP front end (http_bridge.soap)
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -38,6 +38,7 @@ _log = logging.getLogger("http_bridge.server")
 
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _CHUNKED = re.compile(rb"^transfer-encoding:.*chunked", re.IGNORECASE | re.MULTILINE)
+_UPGRADE = re.compile(rb"^upgrade:", re.IGNORECASE | re.MULTILINE)  # a WebSocket leaves HTTP behind
 
 
 class HeaderTracker:
@@ -68,7 +69,7 @@ class HeaderTracker:
             head, data = self._head[:end], self._head[end + 4:]
             self._head = b""
             self.in_headers = False
-            if _CHUNKED.search(head):
+            if _CHUNKED.search(head) or _UPGRADE.search(head):
                 self.opaque = True
                 return
             found = _CONTENT_LENGTH.search(head)
@@ -138,6 +139,9 @@ async def start_server(app: web.Application, settings: BridgeSettings, *,
         max_line_size=settings.max_header_size,
         max_field_size=settings.max_header_size,
         handle_signals=False,
+        # A client that disconnects cancels its handler: the RPC call it awaits is then
+        # cancelled too, and the service told (docs/protocol.md, "Cancellation").
+        handler_cancellation=True,
     )
     await runner.setup()
     handler_factory = runner.server
@@ -153,12 +157,14 @@ async def start_server(app: web.Application, settings: BridgeSettings, *,
 
 
 async def _serve_forever(config: Config, settings: BridgeSettings, reuse_port: bool) -> None:
-    app = create_app(config, settings=settings)
-    runner, server = await start_server(app, settings, reuse_port=reuse_port)
+    # Signals first: a SIGTERM while the app starts (broker connections, discovery) is a
+    # graceful stop once it has started, not a kill by the default action (exit "not clean").
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    app = create_app(config, settings=settings)
+    runner, server = await start_server(app, settings, reuse_port=reuse_port)
     bound = ", ".join(str(sock.getsockname()) for sock in server.sockets)
     _log.info("http bridge listening on %s (pid %d)", bound, os.getpid())
     try:

@@ -60,6 +60,13 @@ class BridgeSettings:
     auth_failure_limit: int = 20
     auth_failure_window: float = 60.0
     auth_failure_max_addresses: int = 10_000  # addresses tracked (LRU); a flood cannot grow it
+    # token endpoint (/auth/token, http_bridge.token_endpoint): off unless a signing key is set
+    token_signing_key_file: str = ""  # Ed25519 private key (PEM); amqprpc bridge new-signing-key
+    token_issuer: str = "amqprpc-bridge"  # iss of the access tokens it issues
+    token_access_ttl: float = 300.0  # seconds an access token lives (revocation waits at most this)
+    token_service: str = "auth"  # the service that checks passwords and keeps refresh tokens
+    token_failure_limit: int = 10  # failed logins per account and per address per window, then 429
+    token_failure_window: float = 300.0
 
     # limits
     max_body_size: int = 1024 * 1024
@@ -73,6 +80,15 @@ class BridgeSettings:
     rate_limit_max_keys: int = 10_000
     max_inflight: int = 1000  # RPC calls in flight in this process; 503 past it
     max_connections: int = 1024  # open HTTP connections (keep-alive too) per process; refused past it
+
+    # adaptive concurrency (http_bridge.adaptive_concurrency, docs/resilience.md); off: no cost
+    adaptive_concurrency: bool = False  # True: shed calls past a limit learnt from latencies (503)
+    adaptive_sample_interval: float = 0.1  # seconds per sample window (the limit moves each one)
+    adaptive_min_rtt_interval: float = 30.0  # seconds between min-RTT measurements
+    adaptive_min_rtt_requests: int = 50  # calls measured at the pinned limit per min-RTT window
+    adaptive_buffer: float = 0.25  # latency over min RTT tolerated before the limit shrinks
+    adaptive_min_limit: int = 3  # the limit's floor, and its value while min RTT is measured
+    adaptive_max_limit: int = 1000  # the limit's ceiling
 
     # calls
     default_deadline: float = 10.0
@@ -99,16 +115,32 @@ class BridgeSettings:
     soap_max_depth: int = 64  # element nesting of an envelope
     soap_max_elements: int = 50_000  # elements in one envelope
 
+    # WebSocket (/ws): calls and event subscriptions on one socket (docs/realtime.md)
+    websocket: bool = True  # False: /ws answers 404
+    ws_max_frame: int = 64 * 1024  # bytes of one client frame (error frame past it; closed 1009 past 4x)
+    ws_max_inflight: int = 128  # calls in flight per socket (error frame past it)
+    ws_max_subscriptions: int = 32  # event subscriptions per socket
+    ws_send_buffer: int = 256  # events waiting for one slow client; past it, ws_slow_client applies
+    ws_slow_client: str = "drop"  # "drop": new events dropped, counted in a notice; "disconnect": close 1008
+    ws_heartbeat: float = 20.0  # seconds between pings; no pong in time closes the socket
+    ws_auth_timeout: float = 5.0  # a socket without credentials must send its auth frame by then
+    ws_event_queue_max: int = 10_000  # events the broker holds for the bridge's queue (oldest dropped)
+    # the operators' page (GET /dashboard, docs/bridge.md "Dashboard"); off unless enabled
+    dashboard: bool = False
+    dashboard_roles: tuple[str, ...] = ("admin",)  # state.json needs one of these roles
+
     def __post_init__(self) -> None:
         for name in ("max_body_size", "max_header_size", "max_headers_total", "max_inflight",
                      "rate_burst", "rate_limit_max_keys", "idempotency_max_entries", "workers",
                      "soap_max_depth", "soap_max_elements", "max_connections",
-                     "auth_failure_max_addresses"):
+                     "auth_failure_max_addresses", "ws_max_frame", "ws_max_inflight",
+                     "ws_max_subscriptions", "ws_send_buffer", "ws_event_queue_max", "token_failure_limit"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bridge.{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("header_timeout", "body_timeout", "default_deadline", "keepalive_timeout",
                      "jwt_jwks_cache_ttl", "jwt_jwks_refetch_interval", "jwt_jwks_timeout",
-                     "auth_failure_window"):
+                     "auth_failure_window", "ws_heartbeat", "ws_auth_timeout", "token_access_ttl",
+                     "token_failure_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"bridge.{name} must be positive, got {getattr(self, name)!r}")
         for name in ("rate_limit", "auth_failure_limit"):
@@ -137,6 +169,18 @@ class BridgeSettings:
             if not _HEADER_NAME.match(header):
                 raise ConfigError(f"bridge.cors_allowed_headers: {header!r} is not a header name "
                                   "(letters, digits and '-'; no '_', which the bridge refuses, no '*')")
+        for name in ("adaptive_sample_interval", "adaptive_min_rtt_interval", "adaptive_min_rtt_requests",
+                     "adaptive_min_limit"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"bridge.{name} must be positive, got {getattr(self, name)!r}")
+        if self.adaptive_buffer < 0:
+            raise ConfigError(f"bridge.adaptive_buffer must not be negative, got {self.adaptive_buffer!r}")
+        if self.adaptive_max_limit < self.adaptive_min_limit:
+            raise ConfigError(f"bridge.adaptive_max_limit ({self.adaptive_max_limit}) must be at least "
+                              f"bridge.adaptive_min_limit ({self.adaptive_min_limit})")
+        if self.ws_slow_client not in ("drop", "disconnect"):
+            raise ConfigError("bridge.ws_slow_client must be 'drop' or 'disconnect', "
+                              f"got {self.ws_slow_client!r}")
         if self.cors_max_age < 0:
             raise ConfigError(f"bridge.cors_max_age must not be negative, got {self.cors_max_age!r}")
 

@@ -71,14 +71,17 @@ reply_queue_option = click.option(
 
 # name -> "module:attribute" of a click command, imported on first use.
 COMMANDS: dict[str, str] = {
+    "asyncapi": "amqprpc.cli.contracts:asyncapi",
     "call": "amqprpc.cli:call",
     "config": "amqprpc.cli:show_config",
+    "contract": "amqprpc.cli.contracts:contract",
     "dev": "amqprpc.cli.dev:dev",
     "dispatch": "amqprpc.cli.events:dispatch",
     "dlq": "amqprpc.cli.events:dlq",
     "run": "amqprpc.cli.run:run",
     "services": "amqprpc.cli.services:services",
     "shell": "amqprpc.cli:shell_command",  # not `shell`: that is the module cli/shell.py
+    "stubs": "amqprpc.cli.contracts:stubs",
 }
 ENTRY_POINT_GROUP = "amqprpc.cli"
 # Commands that optional parts of the distribution add, and how to get them.

@@ -17,13 +17,18 @@ What is not configured is provided, so the demo runs on a fresh machine:
 * SQL: ``sqlite:///<state-dir>/<service>.db`` for each service with a ``Database`` and no
   ``<SERVICE>_DATABASE_URL``/``DATABASE_URL``;
 * MongoDB: a SecantusDB server (data in ``--state-dir``) when a service has a ``Mongo``
-  and no ``MONGO_URL`` is set (``pip install 'amqprpc[demo]'``).
+  and no ``MONGO_URL`` is set (``pip install 'amqprpc[demo]'``);
+* identity: an identity key (``identity.key``) every process signs and checks calls with,
+  unless ``identity_key``/``identity_key_file`` is configured; with ``--bridge``, a token
+  signing key (``signing.pem``) for ``/auth/token``; with a service named ``auth``, an
+  admin account whose password is in ``admin-password`` (made at its first login).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -44,6 +49,7 @@ from ..devservers import (
     SecantusServer,
     amqp_answers,
     dev_vhost_name,
+    free_port,
     make_vhost,
     port_open,
     rabbitmq_installed,
@@ -92,6 +98,8 @@ class DevEnvironment:
 @click.option("--bridge-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes per service.")
+@click.option("--mqtt", is_flag=True,
+              help="Run a private broker node with the MQTT plugin (a free port, shown at start).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".amqprpc-dev"), show_default=True,
               help="Where SQLite files, SecantusDB data and a private broker node live.")
@@ -99,8 +107,11 @@ class DevEnvironment:
 @config_option
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, state_dir: Path,
-        broker_url: str | None, config_path: str | None, log_level: str) -> None:
+@click.option("--reload", is_flag=True,
+              help="Each service restarts on a code change (`amqprpc run --reload`).")
+def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, mqtt: bool,
+        state_dir: Path, broker_url: str | None, config_path: str | None, log_level: str,
+        reload: bool = False) -> None:
     """Run services (each in its own processes) and optionally the bridge, until Ctrl-C."""
     from ..runner import find_services
 
@@ -113,8 +124,15 @@ def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, 
     names = [cls.name for cls in classes] + (["bridge"] if bridge else [])
     environment = DevEnvironment(env=dict(os.environ), width=max(len(name) for name in ["dev", *names]))
     try:
-        _provide_broker(config, state_dir, environment)
+        if mqtt:  # plugins are never enabled on a shared broker: this needs a node of its own
+            if not rabbitmq_installed():
+                raise DevServerError(f"--mqtt runs a private RabbitMQ node, and none is installed; "
+                                     f"install it with: {RABBITMQ_INSTALL}")
+            _start_private_node(state_dir, environment, why="--mqtt", mqtt_port=free_port())
+        else:
+            _provide_broker(config, state_dir, environment)
         _provide_databases(config, classes, state_dir, environment)
+        _provide_credentials(config, classes, state_dir, environment, bridge=bridge)
     except DevServerError as exc:
         environment.stop()
         raise CliError(str(exc), EXIT_CONFIG) from None
@@ -124,7 +142,7 @@ def dev(targets: tuple[str, ...], bridge: bool, bridge_port: int, workers: int, 
     common = ["--log-level", log_level.upper()] + (["--config", config_path] if config_path else [])
     children = [
         Child(cls.name, [sys.executable, "-m", "amqprpc", "run", f"{cls.__module__}:{cls.__name__}",
-                         "--workers", str(workers), *common], "")
+                         "--workers", str(workers), *common, *(["--reload"] if reload else [])], "")
         for cls in classes
     ]
     if bridge:
@@ -168,14 +186,17 @@ def _provide_broker(config: Config, state_dir: Path, environment: DevEnvironment
     _start_private_node(state_dir, environment, why=f"no RabbitMQ at {where}")
 
 
-def _start_private_node(state_dir: Path, environment: DevEnvironment, why: str) -> None:
+def _start_private_node(state_dir: Path, environment: DevEnvironment, why: str,
+                        mqtt_port: int | None = None) -> None:
     conf = Path("rabbitmq.conf")
-    node = RabbitServer(state_dir / "rabbitmq", conf=conf if conf.exists() else None)
+    node = RabbitServer(state_dir / "rabbitmq", conf=conf if conf.exists() else None, mqtt_port=mqtt_port)
     environment.echo(f"{why}: starting a private node on 127.0.0.1:{node.port} ...")
     node.start(timeout=120)
     environment.servers.append(node)
     environment.env["AMQPRPC_BROKER_URL"] = node.url
     environment.notes.append(f"broker: private node on 127.0.0.1:{node.port} (log: {node.log_path.parent})")
+    if mqtt_port:
+        environment.notes.append(f"MQTT: 127.0.0.1:{mqtt_port} (user guest, password guest)")
 
 
 def _setting(config: Config, name: str) -> str | None:
@@ -209,6 +230,57 @@ def _provide_databases(config: Config, classes: list[type], state_dir: Path,
         environment.servers.append(server)
         environment.env["AMQPRPC_MONGO_URL"] = server.url
         environment.notes.append(f"MongoDB: SecantusDB {server.url} (data: {state_dir / 'mongo'})")
+
+
+def _provide_credentials(config: Config, classes: list[type], state_dir: Path,
+                         environment: DevEnvironment, *, bridge: bool) -> None:
+    """Keys and the first admin, kept in ``state_dir`` so that they survive restarts."""
+    env_config = Config.load(env=environment.env)
+    if not (config.identity_key or config.identity_key_file
+            or env_config.identity_key or env_config.identity_key_file):
+        environment.env["AMQPRPC_IDENTITY_KEY_FILE"] = str(_secret_file(state_dir / "identity.key", 32))
+        environment.notes.append(f"identity: calls signed with {state_dir / 'identity.key'}")
+    if bridge and not (_setting(config, "bridge_token_signing_key_file")
+                       or _setting(env_config, "bridge_token_signing_key_file")
+                       or _bridge_table(config).get("token_signing_key_file")):
+        path = state_dir / "signing.pem"
+        if not path.exists():
+            _write_private(path, _ed25519_pem())
+        environment.env["AMQPRPC_BRIDGE_TOKEN_SIGNING_KEY_FILE"] = str(path)
+    if any(getattr(cls, "name", "") == "auth" for cls in classes):
+        password = _secret_file(state_dir / "admin-password", 12)
+        environment.env.setdefault("AMQPRPC_AUTH_ADMIN_PASSWORD_FILE", str(password))
+        environment.notes.append(f"auth: admin's password is in {password}")
+
+
+def _bridge_table(config: Config) -> dict[str, Any]:
+    table = config.extra.get("bridge")
+    return dict(table) if isinstance(table, dict) else {}
+
+
+def _secret_file(path: Path, size: int) -> Path:
+    """``path``, holding a random secret it keeps from an earlier run."""
+    if not path.exists():
+        _write_private(path, (secrets.token_urlsafe(size) + "\n").encode())
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def _ed25519_pem() -> bytes:
+    """A new Ed25519 private key (what ``amqprpc bridge new-signing-key`` writes)."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    except ImportError as exc:
+        raise CliError(f"--bridge needs the `bridge` extra: pip install 'amqprpc[bridge]' ({exc})",
+                       EXIT_CONFIG) from None
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 class Supervisor:
@@ -273,6 +345,11 @@ class Supervisor:
             self.echo("dev", f"try:  curl -s -X POST {base}/users -H 'content-type: application/json' "
                              "-d '{\"name\": \"Ada\", \"email\": \"ada@example.com\"}'  "
                              "(then docs/demo.md)")
+        password = self.environment.env.get("AMQPRPC_AUTH_ADMIN_PASSWORD_FILE")
+        if password and any(child.name == "auth" for child in self.children):
+            self.echo("dev", f"log in: curl -s {base}/auth/token -d grant_type=password -d username=admin "
+                             f"--data-urlencode password=$(cat {password})")
+            self.echo("dev", f"then:   curl -s {base}/auth/users -H 'Authorization: Bearer <access_token>'")
         self.echo("dev", "Ctrl-C stops everything")
 
     def _wait(self) -> str | None:

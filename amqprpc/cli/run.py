@@ -59,13 +59,17 @@ class WorkerCount(_IntParam):
 @click.option("--metrics-port", type=click.IntRange(min=1, max=65535),
               help="Serve Prometheus /metrics on this port (worker i of N uses PORT+i); "
                    "needs the `metrics` extra. Config key: metrics_port.")
+@click.option("--reload", is_flag=True,
+              help="Restart the workers when a service module or the config file changes "
+                   "(new workers first, then the old ones drain); needs the `reload` extra.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one object per line, with trace_id, span_id and call_id.")
 def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None, workers: int,
         concurrency: int | None, pool: str, grace: float | None, health_port: int | None,
-        metrics_port: int | None, log_level: str, log_format: str = "text") -> None:
+        metrics_port: int | None, log_level: str, log_format: str = "text",
+        reload: bool = False) -> None:
     """Run the services found in MODULE (or just MODULE:Class) until SIGTERM/SIGINT.
 
     A first signal stops gracefully (in-flight calls finish, up to --grace seconds, and
@@ -74,8 +78,6 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
     """
     if pool == "gevent" and "gevent.monkey" not in sys.modules:
         _reexec_with_gevent()
-    from ..runner import find_services
-
     if log_format == "json":
         from ..tracing.logs import json_logging
         json_logging(log_level.upper())
@@ -84,7 +86,9 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
     config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace,
                            metrics_port=metrics_port)
     _check_metrics_extra(config)
-    classes = _friendly(lambda: find_services(targets))
+    if reload:
+        sys.exit(_run_reloader(targets, config_path, workers))
+    classes = _find_services(targets)
     if workers == 1:
         sys.exit(serve(config, classes, health_port))
     from ..supervisor import Supervisor
@@ -100,6 +104,34 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
 
     _log.info("starting %d worker processes", workers)
     sys.exit(Supervisor(workers, child, fatal_exit_codes=(EXIT_CONFIG,)).run())
+
+
+def _run_reloader(targets: tuple[str, ...], config_path: str | None, workers: int) -> int:
+    """``--reload``: this process watches; each generation of workers is ``run`` without it."""
+    import importlib.util
+
+    from ..reload import Reloader, watched_paths
+
+    if importlib.util.find_spec("watchfiles") is None:
+        raise CliError("--reload needs watchfiles: pip install 'amqprpc[reload]'", EXIT_CONFIG)
+    paths = _friendly(lambda: watched_paths(targets, config_path))
+    command = [sys.executable, "-m", "amqprpc", *[arg for arg in sys.argv[1:] if arg != "--reload"]]
+    _log.info("reload: watching %s", ", ".join(str(path) for path in paths))
+    return Reloader(command, paths, expect_ready=workers).run()
+
+
+def _find_services(targets: tuple[str, ...]) -> list[type]:
+    """``find_services``, and under ``--reload`` any failure goes to the reloader in one piece."""
+    from ..reload import notify_failed, reloading
+    from ..runner import find_services
+
+    if not reloading():
+        return _friendly(lambda: find_services(targets))  # type: ignore[no-any-return]
+    try:
+        return find_services(targets)
+    except Exception as exc:  # a broken edit: SyntaxError, NameError, ... at import time
+        notify_failed(exc)
+        raise CliError(f"the services did not import: {exc}", EXIT_CONFIG) from None
 
 
 def serve(config: Config, classes: list[type], health_port: int | None = None) -> int:
@@ -136,6 +168,7 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
     names = ", ".join(c.service_name for c in runner.containers)
     where = getattr(runner.containers[0].connection, "address", "in memory")  # AmqpTransport's node
     _log.info("running %s (pid %d, broker %s)", names, os.getpid(), where)
+    _wait_consuming(runner, stop_requested)
     stop_requested.wait()
     if health is not None:
         health.stopping = True
@@ -146,6 +179,18 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
     if not clean:
         os._exit(1)  # handler threads still running past the grace period: leave them
     return 0
+
+
+def _wait_consuming(runner: Any, stop_requested: threading.Event) -> None:
+    """Under ``--reload``: tell the reloader once every container consumes (else return at once)."""
+    from ..reload import notify_ready, reloading
+
+    if not reloading():
+        return
+    while not all(c.connection.is_connected for c in runner.containers):
+        if stop_requested.wait(0.05):
+            return
+    notify_ready()
 
 
 def _check_metrics_extra(config: Config) -> None:

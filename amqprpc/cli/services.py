@@ -16,6 +16,7 @@ import click
 
 from ..discovery import ServiceRegistry, ServiceView
 from ..discovery.schema import Schema
+from ..resilience.announce import BreakerStates, BreakerStateView
 from . import _build_config, _friendly, broker_option, config_option
 
 
@@ -37,20 +38,30 @@ def services(broker_url: str | None, config_path: str | None, wait_seconds: floa
     config = _build_config(config_path, broker_url=broker_url)
     window = config.discovery_hide_after if down_for is None else down_for
     registry = ServiceRegistry(config)
+    breakers = BreakerStates(config)  # callers' circuit breakers that are not closed
     _friendly(registry.start)
+    _friendly(breakers.start)
     try:
         wait = config.discovery_interval * 1.25 if wait_seconds is None else wait_seconds
         registry.wait_for(lambda r: False, wait)  # listen for one full heartbeat round
         views, hidden = select(registry.services(), None if show_all else window)
     finally:
         registry.stop()
+        breakers.stop()
     if as_json:
-        click.echo(json.dumps([_as_dict(view) for view in views], indent=2))
+        unannounced = sorted(breakers.services() - {view.name for view in views})
+        click.echo(json.dumps([{**_as_dict(view), "breakers": [
+            _breaker_dict(b) for b in breakers.of(view.name)]} for view in views] + [
+            {"service": name, "version": None, "down_for": None, "instances": [], "methods": [],
+             "breakers": [_breaker_dict(b) for b in breakers.of(name)]} for name in unannounced],
+            indent=2))
         return
     if not views:
         click.echo("no service announced itself (are workers running, on this broker?)")
     for view in views:
         click.echo(_headline(view))
+        for state in breakers.of(view.name):
+            click.echo(f"  {_breaker_line(state)}")
         width = max((len(m.name) for m in view.methods), default=0)
         for method in view.methods:
             route = str(method.http) if method.http else "-"
@@ -62,6 +73,10 @@ def services(broker_url: str | None, config_path: str | None, wait_seconds: floa
                 f"{p.name}: {_type(p.schema)}" + ("" if p.required else "?") for p in method.params)
             click.echo(f"  {method.name:<{width}}  ({signature}) -> {_type(method.returns)}")
             click.echo(f"  {'':<{width}}  http: {route}  {access}".rstrip())
+    for name in sorted(breakers.services() - {view.name for view in views}):
+        click.echo(f"{name}  (not announced)")
+        for state in breakers.of(name):
+            click.echo(f"  {_breaker_line(state)}")
     if hidden:
         click.echo(f"({hidden} service(s) gone for longer than {format_duration(window)} not shown; "
                    "--all shows them)")
@@ -100,6 +115,17 @@ def _headline(view: ServiceView) -> str:
     hosts = ", ".join(f"{d.host}:{d.pid}" for d in view.instances)
     version = f"  version {view.version}" if view.version else ""
     return f"{view.name}  {len(view.instances)} instance(s): {hosts}{version}"
+
+
+def _breaker_line(state: BreakerStateView) -> str:
+    method = "" if state.method == "*" else f" ({state.method})"
+    return (f"breaker{method} {state.state} at {state.owner} on {state.host}:{state.pid}: "
+            f"{state.reason}; next trial in {state.retry_after:.1f}s")
+
+
+def _breaker_dict(state: BreakerStateView) -> dict[str, Any]:
+    return {"owner": state.owner, "host": state.host, "pid": state.pid, "method": state.method,
+            "state": state.state, "reason": state.reason, "retry_after": state.retry_after}
 
 
 def _type(schema: Schema) -> str:

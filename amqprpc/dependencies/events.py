@@ -63,6 +63,7 @@ class EventDispatcher(DependencyProvider):
         self._lock = threading.Lock()
         # Declared on every (re)connect, before any queued publish goes out on it.
         self._connection.declare(event_exchange_entity(self.source))
+        self.exchange_name = event_exchange(self.source)
         self._unroutable = UnroutableEvents(event_exchange(self.source))
         self._connection.on_return(self._unroutable)
 
@@ -114,7 +115,7 @@ class EventDispatcher(DependencyProvider):
     def _check(self, futures: list[Future[None]], not_done: Any, exc_info: ExcInfo) -> None:
         if exc_info is not None:
             return  # the handler's own error is the outcome; don't hide it behind ours
-        exchange = event_exchange(self.source)
+        exchange = self.exchange_name
         if not_done:
             raise BrokerError(f"{len(not_done)} events on {exchange!r} not confirmed by the "
                               f"broker within {self._timeout():g}s")

@@ -3,7 +3,8 @@
 Calls go out on the container's own connection and replies come back to it (direct
 reply-to by default), so a proxy costs no connection of its own. The caller's context
 (``call_id_stack``, ``user_id``, ``auth_token``, ...) travels on, and a nested call never
-waits past its parent's deadline. In an ``async def`` handler, calls are awaitable.
+waits past its parent's deadline. In an ``async def`` handler, calls are awaitable. A
+handler whose caller gives up cancels the nested calls it is waiting for (A → B → C all stop).
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ class RpcProxy(DependencyProvider):
             key, lambda: _CallerExtension(self.direct_reply_to)
         ).caller
 
+    def breaker_states(self) -> list[dict[str, str]]:
+        """This proxy's circuit breakers (with ``breaker`` on), for the announcer: the bridge's
+        dashboard shows them beside the service that holds them."""
+        breakers = self._caller.resilience.breakers if self._caller.resilience is not None else None
+        if breakers is None:
+            return []
+        return [{"name": breaker.service if breaker.method == "*" else f"{breaker.service}.{breaker.method}",
+                 "state": breaker.state.value}
+                for breaker in breakers.all() if breaker.service == self.service]
+
     def get_dependency(self, worker_ctx: WorkerContext) -> ServiceProxy[Any]:
         """What a handler sees: ``proxy.method(...)`` (awaitable in an ``async def`` handler)
         and ``proxy.method.call_async(...)``, sent with this worker's context and deadline."""
@@ -51,11 +62,14 @@ class RpcProxy(DependencyProvider):
                    kwargs: dict[str, Any], timeout: float | None) -> RpcFuture:
         own = timeout if timeout is not None else self.timeout
         own = self.container.config.rpc_timeout if own is None else own
-        return self._caller.call_async(
+        future = self._caller.call_async(
             self.service, method, args, kwargs,
             timeout=remaining_timeout(own, worker_ctx.deadline),
             context=worker_ctx.data,
         )
+        if worker_ctx.cancel_token is not None:
+            worker_ctx.cancel_token.watch(future)
+        return future
 
 
 class _CallerExtension(DependencyProvider):

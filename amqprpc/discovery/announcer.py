@@ -5,6 +5,10 @@ Topology::
     container --(rk "<service>.<event>")--> [amqprpc.discovery, topic, durable]
         --("#")--> exclusive queue of each ServiceRegistry (the bridge, `amqprpc services`)
 
+Each ``up`` and ``alive`` also carries the instance's call stats of the last minute
+(``stats.py``), the queues it consumes and its circuit breakers' states, for the bridge's
+dashboard; a registry that does not know these keys ignores them.
+
 Events: ``up`` after every (re)connect, once the service queue is declared and consumed
 (so a registry that sees ``up`` can call at once); ``alive`` every ``discovery_interval``
 seconds; ``down`` as the container stops taking calls (graceful stop or kill). Messages
@@ -25,13 +29,15 @@ import uuid
 from importlib import metadata
 from typing import Any
 
+from ..entrypoints.rpc import Rpc
 from ..exceptions import ConfigError
-from ..extensions import Extension
+from ..extensions import ExcInfo, Extension, WorkerContext
 from ..serialization import JSON, codec_for
 from ..topology import DISCOVERY
 from ..transport import Outgoing
 from ..transport.address import parse_broker_urls
 from .descriptor import build_descriptor
+from .stats import CallStats
 from .trust import SIGNATURE_HEADER, AnnouncementSigner, parse_owners
 
 _log = logging.getLogger(__name__)
@@ -73,6 +79,10 @@ class ServiceAnnouncer(Extension):
             interval=self.interval,
             amqprpc_version=_package_version(),
         )
+        self.stats = CallStats()
+        observers = getattr(container, "worker_observers", None)  # ServiceContainer's; not the protocol's
+        if isinstance(observers, list) and not self._stopping:  # announcing off: no per-call work
+            observers.append(self._observe)
         self._connection.declare(DISCOVERY)
         self._connection.on_connect(self._on_connect)
 
@@ -95,6 +105,32 @@ class ServiceAnnouncer(Extension):
         """The descriptor as last built (event ``up``); for tests and ``amqprpc services``."""
         return dict(self._descriptor)
 
+    def _observe(self, worker_ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
+        """A worker observer: every finished call goes into the stats window (tiny)."""
+        self.stats.record(worker_ctx.entrypoint.method_name,
+                          time.perf_counter() - worker_ctx.started, exc_info is None)
+
+    def _extras(self) -> dict[str, Any]:
+        """What the dashboard reads besides the descriptor: stats, queues, breakers."""
+        container = self.container
+        queues: list[str] = []
+        if any(isinstance(entrypoint, Rpc) for entrypoint in container.entrypoints):
+            queues.append(f"rpc-{container.service_name}")
+        for extension in container.entrypoints:
+            for attr in ("queue_name", "dead_letter_queue_name"):
+                name = getattr(extension, attr, "")
+                if isinstance(name, str) and name and name not in queues:
+                    queues.append(name)
+        breakers: list[dict[str, Any]] = []
+        for dependency in container.dependencies.values():
+            states = getattr(dependency, "breaker_states", None)
+            if callable(states):
+                try:
+                    breakers.extend(states())
+                except Exception:
+                    _log.exception("breaker_states() of %r failed", dependency)
+        return {"stats": self.stats.snapshot(), "queues": queues, "breakers": breakers}
+
     # ------------------------------------------------------------ I/O thread
 
     def _on_connect(self) -> None:
@@ -112,6 +148,8 @@ class ServiceAnnouncer(Extension):
 
     def _announce(self, event: str) -> None:
         payload = {**self._descriptor, "event": event, "sent_at": time.time()}
+        if event != "down":
+            payload.update(self._extras())
         ttl_ms = max(1000, int(self.interval * 3000))
         routing_key = f"{self._descriptor['service']}.{event}"
         body = self._codec.dumps(payload)

@@ -18,7 +18,8 @@ from typing import Any
 from ..entrypoints.rpc import Rpc
 from ..exceptions import AmqpRpcError, ConfigError
 from ..extensions import Container
-from .schema import Schema, describe_parameters
+from .schema import Schema, describe_events, describe_parameters, parse_events
+from .ws_events import WsEvent, declared_ws_events, parse_ws_events
 
 PROTOCOL_VERSION = 1
 EVENTS = ("up", "alive", "down")
@@ -72,6 +73,7 @@ class MethodDescriptor:
     public: bool
     expected: tuple[str, ...] = ()
     variadic_keywords: bool = False
+    idempotent: bool = False  # @rpc(idempotent=True): callers may retry it (docs/resilience.md)
 
     def param(self, name: str) -> ParamDescriptor | None:
         for param in self.params:
@@ -96,6 +98,8 @@ class ServiceDescriptor:
     interval: float
     methods: tuple[MethodDescriptor, ...] = ()
     errors: dict[str, int] = field(default_factory=dict)
+    events: dict[str, Any] = field(default_factory=dict)  # dispatches/handles (docs/contracts.md)
+    ws_events: tuple[WsEvent, ...] = ()  # events WebSocket clients may subscribe to (ws_events.py)
 
 
 # ---------------------------------------------------------------------- service side
@@ -146,6 +150,7 @@ def describe_method(service_cls: type, service: str, entrypoint: Any) -> dict[st
         "public": bool(getattr(entrypoint, "public", False)),
         "expected": sorted({cls.__name__ for cls in entrypoint.expected_exceptions}),
         "variadic_keywords": var_keyword,
+        "idempotent": bool(getattr(entrypoint, "idempotent", False)),
     }
 
 
@@ -175,7 +180,7 @@ def build_descriptor(container: Container, *, event: str, instance: str, host: s
         if isinstance(entrypoint, Rpc)
     ]
     version = getattr(container.service_cls, "version", None)
-    return {
+    descriptor: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
         "event": event,
         "service": service,
@@ -189,7 +194,19 @@ def build_descriptor(container: Container, *, event: str, instance: str, host: s
         "interval": interval,
         "methods": sorted(methods, key=lambda m: m["name"]),
         "errors": service_errors(container.service_cls),
+        "events": _events(container),
     }
+    ws_events = declared_ws_events(container.service_cls)
+    if ws_events:  # only when declared: descriptors of other services stay as they were
+        descriptor["ws_events"] = ws_events
+    return descriptor
+
+
+def _events(container: Container) -> dict[str, Any]:
+    try:
+        return describe_events(container.service_cls, container.entrypoints)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _clean_doc(doc: str | None) -> str:
@@ -222,6 +239,10 @@ def parse_descriptor(payload: Any) -> ServiceDescriptor:
         raise DescriptorError("errors must map exception names to HTTP statuses 400..599")
     version = payload.get("version")
     amqprpc_version = payload.get("amqprpc")
+    try:
+        ws_events = parse_ws_events(service, payload.get("ws_events"))
+    except ValueError as exc:
+        raise DescriptorError(str(exc)) from None
     return ServiceDescriptor(
         event=event,
         service=service,
@@ -235,7 +256,16 @@ def parse_descriptor(payload: Any) -> ServiceDescriptor:
         interval=_interval(payload),
         methods=tuple(_parse_method(service, m) for m in methods),
         errors=dict(errors),
+        events=_parsed_events(payload.get("events")),
+        ws_events=ws_events,
     )
+
+
+def _parsed_events(data: Any) -> dict[str, Any]:
+    try:
+        return parse_events(data)
+    except ValueError as exc:
+        raise DescriptorError(str(exc)) from None
 
 
 def _interval(payload: dict[str, Any]) -> float:
@@ -287,6 +317,7 @@ def _parse_method(service: str, data: Any) -> MethodDescriptor:
         public=data.get("public") is True,
         expected=tuple(expected),
         variadic_keywords=data.get("variadic_keywords") is True,
+        idempotent=data.get("idempotent") is True,
     )
 
 

@@ -25,6 +25,10 @@ or timed impossibly. Where live instances disagree about a method, the most rest
 rule of theirs applies. ``ingest`` takes an announcement on trust: for tests and callers
 that vouch for what they feed.
 
+Besides descriptors, the registry keeps what each live instance last sent in its heartbeat
+for the bridge's dashboard (``stats.py``): ``extras(service)``; and ``queue_info`` asks the
+broker, on the registry's own connection, how deep a queue is.
+
 Thread-safety: the I/O thread writes, any thread reads; a lock guards the state and
 readers get immutable values. ``ingest()`` is public so a registry can be fed without a
 broker (tests, other transports).
@@ -46,9 +50,10 @@ from ..config import Config
 from ..exceptions import MalformedRequest
 from ..serialization import DecodeLimits, decode
 from ..topology import DISCOVERY
-from ..transport import Binding, Delivery, Queue, Transport, create_transport
+from ..transport import Binding, Delivery, Queue, QueueInfo, Transport, create_transport
 from .announcer import DEFAULT_INTERVAL, DISCOVERY_EXCHANGE
 from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor, parse_descriptor
+from .stats import NO_EXTRAS, InstanceExtras, parse_extras
 from .trust import (
     DEFAULT_MAX_SKEW,
     SIGNATURE_HEADER,
@@ -88,11 +93,13 @@ class ServiceView:
 
 
 class _Instance:
-    __slots__ = ("descriptor", "expires_at")
+    __slots__ = ("descriptor", "expires_at", "extras")
 
-    def __init__(self, descriptor: ServiceDescriptor, expires_at: float) -> None:
+    def __init__(self, descriptor: ServiceDescriptor, expires_at: float,
+                 extras: InstanceExtras = NO_EXTRAS) -> None:
         self.descriptor = descriptor
         self.expires_at = expires_at
+        self.extras = extras
 
 
 class _Service:
@@ -213,6 +220,32 @@ class ServiceRegistry:
             now = self._clock()
             return any(inst.expires_at > now for inst in state.instances.values())
 
+    def is_idempotent(self, service: str, method: str) -> bool:
+        """True if ``service`` announces ``method`` as ``@rpc(idempotent=True)`` (every live
+        instance agreeing): a caller's retries look it up here (docs/resilience.md)."""
+        view = self.service(service)
+        found = view.method(method) if view is not None else None
+        return found is not None and found.idempotent
+
+    def extras(self, name: str) -> dict[str, InstanceExtras]:
+        """What each live instance of ``name`` last sent besides its descriptor, by instance id."""
+        with self._lock:
+            state = self._services.get(name)
+            if state is None:
+                return {}
+            now = self._clock()
+            return {key: inst.extras for key, inst in state.instances.items() if inst.expires_at > now}
+
+    def queue_info(self, queue: str, timeout: float = 2.0) -> QueueInfo | None:
+        """Depth and consumers of ``queue`` (a passive declare; blocks up to ``timeout``).
+
+        None when the queue does not exist or the registry is not connected.
+        """
+        connection = self._connection
+        if connection is None or not connection.is_connected:
+            return None
+        return connection.queue_info(queue, timeout)
+
     def wait_for(self, predicate: Callable[[ServiceRegistry], bool], timeout: float) -> bool:
         """Wait until ``predicate(self)`` holds (re-checked on every change); False on timeout."""
         deadline = time.monotonic() + timeout
@@ -238,6 +271,7 @@ class ServiceRegistry:
         except MalformedRequest as exc:
             raise DescriptorError(str(exc)) from None
         descriptor = parse_descriptor(payload)
+        extras = parse_extras(payload)
         if routing_key != f"{descriptor.service}.{descriptor.event}":
             # Topic permissions grant a service's broker user its own routing keys only.
             raise DescriptorError(f"announcement for {descriptor.service!r} sent with routing key "
@@ -247,14 +281,18 @@ class ServiceRegistry:
             raise DescriptorError(f"{descriptor.service!r} may only be announced by broker user "
                                   f"{owner!r}, not {properties.get('user_id')!r}")
         check_clock(descriptor, self._wall_clock(), self.max_skew)
-        return self.ingest(descriptor)
+        return self._ingest(descriptor, extras)
 
     def ingest(self, payload: dict[str, Any] | ServiceDescriptor) -> ServiceDescriptor:
         """Apply one announcement taken on trust; raises DescriptorError if it is malformed."""
-        descriptor = payload if isinstance(payload, ServiceDescriptor) else parse_descriptor(payload)
+        if isinstance(payload, ServiceDescriptor):
+            return self._ingest(payload, NO_EXTRAS)
+        return self._ingest(parse_descriptor(payload), parse_extras(payload))
+
+    def _ingest(self, descriptor: ServiceDescriptor, extras: InstanceExtras) -> ServiceDescriptor:
         with self._changed:
             now = self._clock()
-            changed = self._apply(descriptor, now)
+            changed = self._apply(descriptor, now, extras)
             self._changed.notify_all()
         if changed:
             self._notify()
@@ -269,7 +307,7 @@ class ServiceRegistry:
         if changed:
             self._notify()
 
-    def _apply(self, descriptor: ServiceDescriptor, now: float) -> bool:
+    def _apply(self, descriptor: ServiceDescriptor, now: float, extras: InstanceExtras = NO_EXTRAS) -> bool:
         instance_id = descriptor.instance
         state = self._services.get(descriptor.service)
         if descriptor.event == "down":
@@ -288,7 +326,7 @@ class ServiceRegistry:
             state = self._services[descriptor.service] = _Service()
         ttl = descriptor.interval * self.expire_beats
         known = state.instances.get(instance_id)
-        state.instances[instance_id] = _Instance(descriptor, now + ttl)
+        state.instances[instance_id] = _Instance(descriptor, now + ttl, extras)
         state.last_live_at = now
         if known is not None and known.descriptor.methods == descriptor.methods:
             return False

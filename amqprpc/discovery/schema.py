@@ -9,6 +9,7 @@ Only what a JSON body can carry is described precisely; anything else becomes ``
     Literal["a", "b"] -> {"enum": [...]}  Enum subclass -> {"enum": [values]}
     datetime / date / UUID -> string with "format"; Decimal -> string
     TypedDict / dataclass -> object with properties and required
+    pydantic model -> its own ``model_json_schema()``, references inlined
 
 The output is JSON Schema 2020-12, which OpenAPI 3.1 uses as is.
 """
@@ -25,6 +26,8 @@ import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from ..entrypoints.topic import TopicHandler
 
 Schema = dict[str, Any]
 
@@ -81,9 +84,11 @@ def schema_of(hint: Any, _depth: int = 0) -> Schema:
             schema["additionalProperties"] = values
         return schema
     if isinstance(hint, type):
+        if hasattr(hint, "model_json_schema") and hasattr(hint, "model_fields"):
+            return _pydantic_schema(hint)
         if issubclass(hint, enum.Enum):
             return {"enum": [member.value for member in hint]}
-        if typing.is_typeddict(hint):
+        if typing.is_typeddict(hint) or (issubclass(hint, dict) and hasattr(hint, "__required_keys__")):
             return _object_schema(hint, _hints(hint), set(getattr(hint, "__required_keys__", ())), depth)
         if dataclasses.is_dataclass(hint):
             required = {
@@ -92,6 +97,33 @@ def schema_of(hint: Any, _depth: int = 0) -> Schema:
             }
             return _object_schema(hint, _hints(hint), required, depth)
     return {}
+
+
+def _pydantic_schema(model: Any) -> Schema:
+    """A pydantic model's schema with its ``$defs`` inlined: a descriptor's schemas sit
+    inside other documents (OpenAPI, AsyncAPI), where ``#/$defs/...`` would point elsewhere.
+    A model that contains itself ends as ``{}`` at the repeat."""
+    try:
+        schema = model.model_json_schema()
+    except Exception:  # a field type pydantic cannot describe: any value, as for other hints
+        return {}
+    defs = schema.pop("$defs", {})
+    return dict(_inline(schema, defs, ()))
+
+
+def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> Any:
+    if isinstance(node, list):
+        return [_inline(item, defs, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref[len("#/$defs/"):]
+        if name in seen or name not in defs or len(seen) > _MAX_DEPTH:
+            return {}
+        rest = {key: value for key, value in node.items() if key != "$ref"}
+        return {**_inline(defs[name], defs, (*seen, name)), **_inline(rest, defs, seen)}
+    return {key: _inline(value, defs, seen) for key, value in node.items()}
 
 
 def _object_schema(cls: type, hints: dict[str, Any], required: set[str], depth: int) -> Schema:
@@ -152,3 +184,73 @@ def _is_json_value(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
     return False
+
+
+_EVENT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+_MAX_EVENTS = 500
+
+
+def describe_events(service_cls: type, entrypoints: Sequence[Any]) -> dict[str, Any]:
+    """The events a service dispatches (its ``event_types``: ``{"order_created": OrderCreated}``,
+    each payload as JSON Schema) and those it handles (source, type, handler type, method)."""
+    declared = getattr(service_cls, "event_types", None) or {}
+    if not isinstance(declared, Mapping):
+        raise TypeError(f"{service_cls.__name__}.event_types must map event names to payload types")
+    dispatches = [{"event": str(name), "schema": schema_of(hint)} for name, hint in sorted(declared.items())]
+    handles = sorted(
+        ({"source": ep.source, "event": ep.event_type, "handler_type": ep.handler_type,
+          "method": ep.method_name, "schema": _payload_schema(service_cls, ep.method_name)}
+         for ep in entrypoints if isinstance(getattr(ep, "event_type", None), str)
+         and isinstance(getattr(ep, "source", None), str)
+         # MQTT topic filters are patterns on amq.topic, not events a service dispatches
+         and not isinstance(ep, TopicHandler)),
+        key=lambda row: (row["source"], row["event"], row["method"]))
+    return {"dispatches": dispatches, "handles": handles}
+
+
+def _payload_schema(service_cls: type, method: str) -> Schema:
+    """The hint of an event handler's payload parameter (its first after ``self``)."""
+    params, _, _ = describe_parameters(getattr(service_cls, method))
+    return params[0]["schema"] if params else {}
+
+
+def parse_events(data: Any) -> dict[str, Any]:
+    """A descriptor's ``events`` from the wire, checked (ValueError naming the problem)."""
+    if data is None:
+        return {"dispatches": [], "handles": []}
+    if not isinstance(data, dict):
+        raise ValueError("events must be an object")
+    dispatches = data.get("dispatches") or []
+    handles = data.get("handles") or []
+    if not isinstance(dispatches, list) or not isinstance(handles, list) or \
+            len(dispatches) + len(handles) > _MAX_EVENTS:
+        raise ValueError(f"events.dispatches and events.handles must be lists (at most {_MAX_EVENTS})")
+    for row in dispatches:
+        if not isinstance(row, dict) or not _event_name(row.get("event")) or \
+                not isinstance(row.get("schema", {}), dict):
+            raise ValueError("each dispatched event needs an event name and a schema object")
+    for row in handles:
+        if not isinstance(row, dict) or not all(_event_name(row.get(key))
+                                                for key in ("source", "event", "handler_type", "method")) \
+                or not isinstance(row.get("schema", {}), dict):
+            raise ValueError("each handled event needs source, event, handler_type and method names")
+    return {"dispatches": [dict(row) for row in dispatches], "handles": [dict(row) for row in handles]}
+
+
+def _event_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 255 and set(value) <= _EVENT_NAME_CHARS
+
+
+def json_type_of(value: Any) -> str:
+    """The JSON Schema ``type`` a decoded JSON value has (``True`` is a boolean, not an integer)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"

@@ -135,6 +135,7 @@ def narrowest(
 def _narrow(method: MethodDescriptor, peers: list[MethodDescriptor]) -> MethodDescriptor:
     everyone = [method, *peers]
     public = all(m.public for m in everyone)
+    idempotent = all(m.idempotent for m in everyone)  # retried only if every instance agrees
     http = method.http if all(m.http is not None for m in everyone) else None
     # Roles are "any of": a non-public method with no roles admits every authenticated
     # caller (no constraint); one with roles admits their holders. Both must hold.
@@ -145,7 +146,7 @@ def _narrow(method: MethodDescriptor, peers: list[MethodDescriptor]) -> MethodDe
         if not allowed:
             http = None  # no caller satisfies every instance: not exposed at all
         roles = tuple(sorted(allowed)) if allowed else tuple(sorted(set().union(*constraints)))
-    return replace(method, public=public, http=http, roles=roles)
+    return replace(method, public=public, http=http, roles=roles, idempotent=idempotent)
 
 
 def _describe(announced: MethodDescriptor, applied: MethodDescriptor) -> str:

@@ -149,7 +149,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
     def setup(self) -> None:
         container = self.container
         service, method = container.service_name, self.method_name
-        _check_takes_payload(container.service_cls, method)
+        self._check_signature()
         self._config = container.config
         self._limits = DecodeLimits.from_config(self._config)  # once: read per message
         self._connection: Transport = container.connection
@@ -234,8 +234,7 @@ class EventHandler(ConsumesQueue, Entrypoint):
                 "connection to the broker, before the ack"))
             return
         try:
-            payload = decode(delivery.body, delivery.properties.get("content_type"),
-                             self._limits)
+            args = self._arguments(delivery)
         except MalformedRequest as exc:
             _log.warning("%s: malformed event dead-lettered to %s: %s", self.queue_name,
                          self.dead_letter_queue_name, exc)
@@ -248,12 +247,20 @@ class EventHandler(ConsumesQueue, Entrypoint):
                 self._failed(delivery, received, attempts + 1, exc_info[1])
 
         self.container.spawn_worker(
-            self, (payload,), {}, decode_context(delivery.headers, self._config.header_prefix),
+            self, args, {}, decode_context(delivery.headers, self._config.header_prefix),
             on_result,
             request_id=delivery.properties.get("message_id"),
             redelivered=delivery.redelivered or attempts > 0,  # it may have run before
             headers=delivery.headers,
         )
+
+    def _check_signature(self) -> None:
+        """At setup: refuse a method that cannot take what ``_arguments`` gives (ConfigError)."""
+        _check_takes_payload(self.container.service_cls, self.method_name)
+
+    def _arguments(self, delivery: Delivery) -> tuple[Any, ...]:
+        """The handler's arguments: the decoded payload (MalformedRequest: dead-lettered at once)."""
+        return (decode(delivery.body, delivery.properties.get("content_type"), self._limits),)
 
     def _failed(self, delivery: Delivery, received: Received, attempts: int,
                 error: BaseException) -> None:

@@ -23,17 +23,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..cancellation.worker import CancelListener
+from ..contracts.validation import MethodContract, method_contract
 from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, retry_copy
 from ..exceptions import (
     AmqpRpcError,
     ConnectionLost,
+    IdentityRefused,
     IncorrectSignature,
     MalformedRequest,
     MethodNotFound,
     serialize_error,
 )
 from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
+from ..identity import verifier_for
 from ..messages import build_reply, deadline_of, decode_context, parse_request
+from ..resilience.overload import max_queue_length
 from ..serialization import JSON, Codec, DecodeLimits, codec_for
 from ..topology import delay_queue, delay_queue_arguments, rpc_queue_topology
 from ..transport import Delivery
@@ -50,6 +55,8 @@ class Rpc(Entrypoint):
     logged as warnings instead of errors. Exception classes in the service's
     ``http_errors`` count as expected too. ``http``, ``roles`` and ``public`` (no
     authentication needed) describe how the HTTP bridge exposes the method (docs/bridge.md).
+    ``idempotent=True`` says running it twice does no harm: callers with retries on may
+    then send it again after a lost worker or a refused publish (docs/resilience.md).
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class Rpc(Entrypoint):
         http: str | bool | None = None,
         roles: list[str] | tuple[str, ...] | None = None,
         public: bool = False,
+        idempotent: bool = False,
     ) -> None:
         if isinstance(expected_exceptions, type):
             expected_exceptions = (expected_exceptions,)
@@ -66,12 +74,15 @@ class Rpc(Entrypoint):
         self.http = http
         self.roles = tuple(roles or ())
         self.public = public
+        self.idempotent = idempotent
         self.signature: inspect.Signature | None = None
+        self.contract: MethodContract | None = None  # pydantic validation (docs/contracts.md)
 
     def setup(self) -> None:
         service_cls = self.container.service_cls
         method = getattr(service_cls, self.method_name)
         self.signature = inspect.signature(method)
+        self.contract = method_contract(method, f"{self.container.service_name}.{self.method_name}")
         # An exception the service maps to an HTTP status is part of its contract: a 404
         # should log a warning, not an error with a traceback.
         mapped = tuple(key for key in (getattr(service_cls, "http_errors", None) or {})
@@ -80,13 +91,15 @@ class Rpc(Entrypoint):
         consumer = self.container.shared_extension(RpcConsumer, RpcConsumer)
         consumer.register(self)
 
-    def check_signature(self, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Raise IncorrectSignature unless the arguments bind (``self`` included)."""
+    def check_signature(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments for the handler; IncorrectSignature unless they bind (``self``
+        included), ValidationError unless they fit the method's contract types."""
         assert self.signature is not None
         try:
-            self.signature.bind(None, *args, **kwargs)
+            bound = self.signature.bind(None, *args, **kwargs)
         except TypeError as exc:
             raise IncorrectSignature(f"{self.container.service_name}.{self.method_name}: {exc}") from None
+        return (args, kwargs) if self.contract is None else self.contract.validate(bound)
 
 
 rpc = Rpc.decorator
@@ -96,7 +109,8 @@ class RpcConsumer(ConsumesQueue, Extension):
     """Consumes the service's queue and dispatches each request to its ``@rpc`` method.
 
     ``on_unrun(method, outcome)`` hears of each request that never reaches a worker
-    (``expired``, ``rejected``, ``error`` for a lost run): a no-op unless metrics are on.
+    (``expired``, ``rejected``, ``error`` for a lost run, ``cancelled`` when its caller
+    cancelled it before it ran): a no-op unless metrics are on.
     """
 
     def __init__(self) -> None:
@@ -113,8 +127,13 @@ class RpcConsumer(ConsumesQueue, Extension):
         self.queue_name = f"rpc-{self._service}"
         self._config = container.config
         self._limits = DecodeLimits.from_config(self._config)  # once: read per message
+        self._identity = verifier_for(container.service_cls, self._config)  # None: not required
         self._connection = container.connection
-        self._connection.declare(*rpc_queue_topology(self._config, self._service))
+        # Before the service queue is consumed: a cancel that comes first is remembered.
+        self._cancels = (container.shared_extension(CancelListener, CancelListener)
+                         if self._config.cancellation else None)
+        bound = max_queue_length(self._config, self._service, container.service_cls)
+        self._connection.declare(*rpc_queue_topology(self._config, self._service, bound))
         self._consumer_tag = self._connection.consume(
             self.queue_name, self._on_delivery, prefetch=self._config.effective_prefetch)
 
@@ -155,25 +174,51 @@ class RpcConsumer(ConsumesQueue, Extension):
                 raise MethodNotFound(f"{self._service}.{method_name}: no such @rpc method")
             request = parse_request(delivery.body, props.get("content_type"),
                                     self._limits)
-            entrypoint.check_signature(request.args, request.kwargs)
-        except (MethodNotFound, MalformedRequest, IncorrectSignature) as exc:
+            args, kwargs = entrypoint.check_signature(request.args, request.kwargs)
+            context = decode_context(delivery.headers, self._config.header_prefix)
+            if self._identity is not None:
+                context = self._identity.context(context, self._identity.verify(
+                    delivery.headers, correlation_id=props.get("correlation_id"), routing_key=routing_key,
+                    rerun=delivery.redelivered or attempts_of(delivery.headers) > 0))
+        except (MethodNotFound, MalformedRequest, IncorrectSignature, IdentityRefused) as exc:
             _log.warning("refused %s.%s: %s", self._service, method_name, exc)
             self.on_unrun(method_name, "rejected")
             self._reply(delivery, codec, None, exc)
             return
+        request_id = props.get("correlation_id")
+        cancels = self._cancels
+        token = None if cancels is None else cancels.track(request_id)
+        if token is not None and token.cancelled:
+            assert cancels is not None
+            cancels.untrack(request_id, token)
+            _log.debug("skipped %s.%s: its caller cancelled it (correlation id %s)",
+                       self._service, method_name, request_id)
+            self.on_unrun(method_name, "cancelled")
+            self._connection.ack(delivery)
+            return
+
         def on_result(ctx: WorkerContext, result: Any, exc_info: ExcInfo) -> None:
-            self._reply(delivery, codec, result, exc_info[1] if exc_info else None)
+            if cancels is not None:
+                cancels.untrack(request_id, token)
+            error = exc_info[1] if exc_info else None
+            if error is None and entrypoint.contract is not None:
+                try:
+                    result = entrypoint.contract.dump(result)
+                except Exception as exc:
+                    result, error = None, _unencodable(exc)
+            self._reply(delivery, codec, result, error)
 
         self.container.spawn_worker(
             entrypoint,
-            request.args,
-            request.kwargs,
-            decode_context(delivery.headers, self._config.header_prefix),
+            args,
+            kwargs,
+            context,
             on_result,
-            request_id=props.get("correlation_id"),
+            request_id=request_id,
             deadline=deadline,
             redelivered=delivery.redelivered or attempts_of(delivery.headers) > 0,
             headers=delivery.headers,
+            cancel=token,
         )
 
     def _took_lost_run(self, delivery: Delivery, routing_key: str, codec: Codec) -> bool:

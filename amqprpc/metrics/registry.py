@@ -22,6 +22,7 @@ from ..exceptions import RpcTimeout, ServiceUnavailable, UnknownService
 if TYPE_CHECKING:
     from ..calls import Caller, RpcFuture
     from ..extensions import Container
+    from ..resilience.breaker import Breakers
 
 _log = logging.getLogger(__name__)
 
@@ -77,10 +78,14 @@ class ClientCallMetrics:
             "amqprpc_client_calls", "RPC calls this process made, by outcome (ok, error, "
             "timeout, unavailable).", ("service", "method", "outcome"), registry=registry)
         self._children: dict[tuple[str, str, str], Any] = {}
+        self._breakers = BreakerCollector()
+        registry.register(self._breakers)
 
     def watch_caller(self, caller: Caller) -> None:
-        """Count the outcome of every call ``caller`` makes."""
+        """Count the outcome of every call ``caller`` makes (and report its breakers)."""
         caller.on_call = self._track
+        if caller.resilience is not None and caller.resilience.breakers is not None:
+            self._breakers.watched.append(caller.resilience.breakers)
 
     def watch_client(self, client: Any) -> None:
         """Count the calls of a ``ClusterRpcClient`` or ``AsyncRpcClient`` (not a test double)."""
@@ -99,6 +104,25 @@ class ClientCallMetrics:
         if child is None:  # ``labels()`` takes a lock and builds a key: once per series
             child = self._children[key] = self.calls.labels(*key)
         child.inc()
+
+
+class BreakerCollector(Collector):
+    """``amqprpc_breaker_state{service,method}``: 0 closed, 1 open, 2 half-open, read at scrape."""
+
+    def __init__(self) -> None:
+        self.watched: list[Breakers] = []
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("amqprpc_breaker_state", "This process's circuit breakers: "
+                                  "0 closed, 1 open, 2 half-open (method * is the whole service).",
+                                  labels=("service", "method"))
+        for breakers in list(self.watched):
+            for breaker in breakers.all():
+                gauge.add_metric((breaker.service, breaker.method), breaker.state.gauge)
+        yield gauge
 
 
 def call_outcome(future: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
 from .extension import ATTR, MetricsExtension
@@ -38,6 +38,14 @@ class MetricsServer:
     def install(self, container: ServiceContainer) -> None:
         """Count ``container``'s calls (before it starts)."""
         container.dependencies[ATTR] = MetricsExtension(self.metrics).bind(container, ATTR)
+
+    def watch_client(self, client: Any) -> None:
+        """Count the calls of a ``ClusterRpcClient``/``AsyncRpcClient`` (``amqprpc_client_calls_total``).
+
+        The switch for a plain client (a script, a web app that is not the bridge): serve a
+        ``MetricsServer`` of its own and hand it the client (docs/observability.md).
+        """
+        self.metrics.client_calls.watch_client(client)
 
     def start(self) -> None:
         from prometheus_client import start_http_server

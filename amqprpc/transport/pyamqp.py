@@ -34,6 +34,7 @@ a 404 costs nothing. Errors from amqp and the socket are translated here, once, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -86,6 +87,16 @@ _RECOVERABLE: tuple[type[BaseException], ...] = (
 
 _MAX_FRAMES_PER_WAKE = 1000
 _NACK_REPLACE_INTERVAL = 5.0  # seconds: nacks for other reasons (a full queue) must not churn
+# Said when a declare meets a queue of the same name with other arguments (a changed
+# max_queue_length, queue_type): RabbitMQ never changes an existing queue's arguments.
+INEQUIVALENT_HINT = (
+    "; RabbitMQ cannot change the arguments of an existing queue: declare it as it is (set "
+    "max_queue_length/queue_type back), or delete it while it is empty so the next start "
+    "declares it anew, or leave it as it is and set the bound with a policy "
+    "(docs/resilience.md, 'Overload protection')")
+_NACK_STREAK = 1.0  # seconds of nacks to one routing key, none acked, before the channel counts as broken
+_NACK_STREAK_COUNT = 20  # ... and at least this many of them
+_MAX_NACK_STREAKS = 1000
 
 
 class AmqpTransport:
@@ -125,6 +136,9 @@ class AmqpTransport:
         self._replace_because: BaseException | None = None
         self._stream_intact = False  # with _replace_because: the socket still carries frames
         self._replaced_for_nack_at = -_NACK_REPLACE_INTERVAL
+        # Routing key -> when its publishes began to be nacked with none acked since (see
+        # _on_confirm_nack); empty on the normal path, so an ack then costs one truth test.
+        self._nack_streaks: dict[str, list[float]] = {}  # key -> [since, nacks]
         self._wakeup: Wakeup | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -143,7 +157,7 @@ class AmqpTransport:
         self._on_lost: list[LostCallback] = []
         self._on_return: list[ReturnCallback] = []
         self._consumers: dict[str, tuple[DeliveryCallback, bool]] = {}
-        self._unconfirmed: dict[int, ConfirmCallback | None] = {}
+        self._unconfirmed: dict[int, tuple[ConfirmCallback, str]] = {}  # seq -> (callback, routing key)
         self._publish_seq = 0
         self._outstanding: dict[int, bool] = {}  # tag -> finished, in delivery order
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -605,6 +619,8 @@ class AmqpTransport:
             conn.connect()
         except ssl.SSLError as exc:  # an OSError: retried with backoff like any unreachable node
             raise handshake_failed(address, exc) from exc
+        if self._generation:  # a reconnect: the broker may still hold our last connection's queues
+            self._claim_exclusive_queues(conn)
         channel = amqp.Channel(conn, auto_decode=False)
         channel.open()
         if self.confirms:
@@ -615,6 +631,7 @@ class AmqpTransport:
         self._channel = channel
         self._generation += 1
         self._publish_seq = 0
+        self._nack_streaks.clear()
         self._consumers.clear()
         self._outstanding.clear()
         self._declare_topology(channel)
@@ -629,6 +646,48 @@ class AmqpTransport:
         if self._replace_because is not None:  # a callback's declare was refused
             raise self._replace_because
         _log.info("%s: connected to %s", self.name, address)
+
+    def _claim_exclusive_queues(self, conn: amqp.Connection) -> None:
+        """Declare the remembered exclusive queues first, each on a channel of its own.
+
+        After a link failure the broker may not yet know that our last connection is dead (a
+        heartbeat away, or for ever while the node that holds it is cut off by a partition):
+        it refuses the same exclusive queue with RESOURCE_LOCKED, and replaying the topology
+        would fail on every reconnect until it notices, leaving a worker that serves nothing.
+        The old queue is lost to us anyway (it was our dead connection's), so a locked one is
+        taken under a fresh name and its bindings and consumers move with it: owners route to
+        such queues by binding, never by name.
+        """
+        with self._topology_lock:
+            queues = [step for step in self._topology if isinstance(step, Queue) and step.exclusive]
+        for queue in queues:
+            channel = conn.channel()
+            try:
+                _declare(channel, queue)
+            except amqp.exceptions.ResourceLocked:
+                fresh = dataclasses.replace(queue, name=_fresh_queue_name(queue.name, self._generation))
+                _log.warning("%s: the broker still holds exclusive queue %r for our previous "
+                             "connection; using %r instead", self.name, queue.name, fresh.name)
+                self._rename_queue(queue, fresh)
+                channel = conn.channel()
+                _declare(channel, fresh)
+            finally:
+                if channel.is_open:
+                    channel.close()
+
+    def _rename_queue(self, old: Queue, new: Queue) -> None:
+        """Point the remembered queue, its bindings and its consumers at ``new``."""
+        with self._topology_lock:
+            renamed: list[Entity | Consumer] = []
+            for step in self._topology:
+                if step is old:
+                    step = new
+                elif isinstance(step, Binding) and step.queue == old.name:
+                    step = dataclasses.replace(step, queue=new.name)
+                elif isinstance(step, Consumer) and step.queue == old.name:
+                    step.queue = new.name
+                renamed.append(step)
+            self._topology = renamed
 
     def _declare_topology(self, channel: amqp.Channel) -> None:
         """Declare and consume what owners asked for, in their order; then the one-offs."""
@@ -646,7 +705,8 @@ class AmqpTransport:
                 try:
                     _declare(channel, step)
                 except amqp.exceptions.ChannelError as exc:
-                    _log.error("%s: the broker refused to declare %s: %s", self.name, step, exc)
+                    _log.error("%s: the broker refused to declare %s: %s%s", self.name, step, exc,
+                               INEQUIVALENT_HINT if "inequivalent arg" in str(exc) else "")
                     self._forget(step)
                     raise
         for entity in once:
@@ -795,7 +855,7 @@ class AmqpTransport:
         if self.confirms:
             self._publish_seq += 1
             if on_confirm is not None:
-                self._unconfirmed[self._publish_seq] = on_confirm
+                self._unconfirmed[self._publish_seq] = (on_confirm, message.routing_key)
         elif on_confirm is not None:
             on_confirm(None)
 
@@ -842,32 +902,61 @@ class AmqpTransport:
         self._settle(delivery_tag, multiple, None)
 
     def _on_confirm_nack(self, delivery_tag: int, multiple: bool) -> None:
-        """Fail the nacked publishes, then replace the connection (at most every few seconds).
+        """Fail the nacked publishes; replace the connection once the channel looks broken.
 
-        RabbitMQ 3.10 nacks every later publish of a channel whose first publish to a quorum
-        queue came during that queue's leader election, for the channel's lifetime: a
-        failover that reconnects at once lands there (tests/cluster). A new channel is fine.
+        RabbitMQ 3.10 nacks every later publish of a channel to a quorum queue whose first
+        publish from that channel came during the queue's leader election, for the
+        channel's lifetime: a failover that reconnects at once lands there (tests/cluster).
+        A new channel is fine. A full queue with ``x-overflow: reject-publish``
+        (``max_queue_length``) nacks too, but only what it has no room for: it accepts again
+        as its consumers take messages. A nack carries no queue, so streaks are kept per
+        routing key: a nack replaces the channel only when that key's publishes have been
+        nacked for at least ``_NACK_STREAK`` and ``_NACK_STREAK_COUNT`` times, with none acked
+        in between (at 3x a bounded queue's capacity, 20 nacks in a row happen with a
+        chance of 0.03 %), and at most every ``_NACK_REPLACE_INTERVAL``: a broken channel,
+        not a busy queue (docs/resilience.md).
         """
-        self._settle(delivery_tag, multiple, BrokerError("the broker refused (nacked) the message"))
+        nacked: dict[str, int] = {}  # routing key -> publishes this nack refused
+        self._settle(delivery_tag, multiple, BrokerError("the broker refused (nacked) the message"),
+                     nacked)
         now = _monotonic()
-        if now - self._replaced_for_nack_at >= _NACK_REPLACE_INTERVAL:
-            self._replaced_for_nack_at = now
-            self._stream_intact = self._replace_because is None
-            self._replace_because = amqp.exceptions.RecoverableConnectionError(
-                f"{self.name}: the broker nacked a publish; replacing the channel")
+        streaks = self._nack_streaks
+        if len(streaks) > _MAX_NACK_STREAKS:
+            streaks.clear()  # bounded, whatever routing keys a publisher invents
+        for routing_key, count in (nacked or {"": 1}).items():  # "": publishes nobody awaited
+            streak = streaks.setdefault(routing_key, [now, 0.0])
+            streak[1] += count
+            since = streak[0]
+            if (now - since >= _NACK_STREAK and streak[1] >= _NACK_STREAK_COUNT
+                    and now - self._replaced_for_nack_at >= _NACK_REPLACE_INTERVAL):
+                self._replaced_for_nack_at = now
+                self._stream_intact = self._replace_because is None
+                self._replace_because = amqp.exceptions.RecoverableConnectionError(
+                    f"{self.name}: the broker nacked all {streak[1]:.0f} publishes to "
+                    f"{routing_key!r} in {now - since:.1f}s; replacing the channel")
 
-    def _settle(self, seq: int, multiple: bool, error: BaseException | None) -> None:
+    def _settle(self, seq: int, multiple: bool, error: BaseException | None,
+                nacked: dict[str, int] | None = None) -> None:
+        """Run the callbacks of publish ``seq`` (and before it, if ``multiple``); an ack ends
+        its routing key's nack streak, a nack adds the key to ``nacked``."""
         unconfirmed = self._unconfirmed
         if not multiple:
-            callback = unconfirmed.pop(seq, None)
-            if callback is not None:
-                callback(error)
+            entry = unconfirmed.pop(seq, None)
+            if entry is not None:
+                self._settle_one(entry, error, nacked)
             return
         done = [key for key in unconfirmed if key <= seq]  # keys are in publish order
         for key in done:
-            callback = unconfirmed.pop(key)
-            if callback is not None:
-                callback(error)
+            self._settle_one(unconfirmed.pop(key), error, nacked)
+
+    def _settle_one(self, entry: tuple[ConfirmCallback, str], error: BaseException | None,
+                    nacked: dict[str, int] | None) -> None:
+        callback, routing_key = entry
+        if nacked is not None:
+            nacked[routing_key] = nacked.get(routing_key, 0) + 1
+        elif self._nack_streaks:
+            self._nack_streaks.pop(routing_key, None)
+        callback(error)
 
     def _on_basic_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
         returned = Outgoing(exchange, routing_key, message.body, dict(message.properties))
@@ -908,9 +997,8 @@ class AmqpTransport:
 
     def _fail_unconfirmed(self, error: BaseException) -> None:
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
-        for callback in unconfirmed.values():
-            if callback is not None:
-                callback(error)
+        for callback, _ in unconfirmed.values():
+            callback(error)
 
     def _shutdown(self) -> None:
         """Stop requested: flush, give outstanding confirms a moment, close cleanly."""
@@ -1010,6 +1098,14 @@ def has_buffered_input(conn: amqp.Connection) -> bool:
         return True
     pending = getattr(transport.sock, "pending", None)  # TLS keeps decrypted bytes
     return bool(pending and pending())
+
+
+def _fresh_queue_name(name: str, generation: int) -> str:
+    """``name`` with a reconnect suffix (``.re<generation>``), replacing an earlier one."""
+    root, dot, suffix = name.rpartition(".re")
+    if dot and suffix.isdigit():
+        name = root
+    return f"{name}.re{generation}"
 
 
 def _declare(channel: amqp.Channel, entity: Entity) -> None:

@@ -91,3 +91,40 @@ def fifo_window(call: Callable[[], Any], wait: Callable[[Any], Any], expected: A
     while pending:  # let the rest finish: no call is left for the next round
         errors += wait(pending.popleft()[1]) != expected
     emit("result", calls=len(latencies), seconds=duration, errors=errors, **percentiles(latencies))
+
+
+async def fifo_window_async(call: Callable[[], Any], expected: Any, window: int, warmup: int,
+                            duration: float) -> None:
+    """``fifo_window`` for asyncio clients: ``call()`` returns an awaitable, each one becomes a
+    task so ``window`` of them are in flight, and replies are taken in FIFO order."""
+    import asyncio
+
+    pending: deque[tuple[float, asyncio.Future[Any]]] = deque()
+    perf = time.perf_counter
+    errors = 0
+    for _ in range(warmup):
+        if len(pending) >= window:
+            errors += await pending.popleft()[1] != expected
+        pending.append((perf(), asyncio.ensure_future(call())))
+    while pending:
+        errors += await pending.popleft()[1] != expected
+    emit("ready", warmup_errors=errors)
+    await asyncio.get_running_loop().run_in_executor(None, wait_go)
+
+    latencies: list[float] = []
+    errors = 0
+    start = perf()
+    end = start + duration
+    now = start
+    while now < end:
+        while len(pending) < window:
+            pending.append((perf(), asyncio.ensure_future(call())))
+        issued, task = pending.popleft()
+        errors += await task != expected
+        now = perf()
+        if now <= end:
+            latencies.append(now - issued)
+    emit("done")
+    while pending:
+        errors += await pending.popleft()[1] != expected
+    emit("result", calls=len(latencies), seconds=duration, errors=errors, **percentiles(latencies))

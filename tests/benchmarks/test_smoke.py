@@ -70,3 +70,31 @@ Requests/sec:   2004.20
     assert parsed["p99_ms"] == pytest.approx(1020.0)
     assert parsed["requests"] == 10021
     assert parsed["errors"] == 6
+
+
+PEERS = ("faststream", "aio-pika", "celery", "grpc", "grpc-aio")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_every_peer_starts_answers_and_is_torn_down(amqp_uri: str, tmp_path: Path) -> None:
+    """Each contender of issue #18 in its own venv: started, called, stopped, and reported."""
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "seq", "--duration", "0.5",
+         "--systems", ",".join(PEERS), "--broker", amqp_uri, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = out.glob("*.json")
+    results = json.loads(path.read_text())
+    cells = {cell["system"]: cell for cell in results["workloads"]["seq"]["cells"]}
+    assert set(cells) == set(PEERS)
+    for system, cell in cells.items():
+        assert cell["error"] is None, (system, cell["error"])
+        [record] = cell["rounds"]
+        assert record["errors"] == 0 and record["calls_per_s"] > 0, system
+    assert {"faststream", "aio-pika", "celery", "grpcio"} <= set(results["versions"])
+    page = render(results, charts=[], analysis=None)
+    for label in ("FastStream 0.7.8", "aio-pika 10.2.1", "Celery 5.7.0", "gRPC 1.85.1 sync", "grpc.aio"):
+        assert label in page

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from amqprpc import ClusterRpcClient, Config, RemoteError
+from amqprpc import ClusterRpcClient, Config, RemoteError, RpcTimeout
 from amqprpc.testing.pytest import broker_admin
 
 from ..integration.worker_processes import ROOT, call_when_ready
@@ -74,7 +74,7 @@ def test_W7_a_request_that_oom_kills_every_worker_ends_in_worker_lost(memory_cgr
     log = (tmp_path / "worker.log").open("w")
     # The shell joins the cgroup, then becomes the supervisor: every child is born inside it.
     command = (f"echo $$ > {memory_cgroup / 'cgroup.procs'} && exec {sys.executable} -m amqprpc.cli "
-               f"run tests.integration.apps.echo --broker '{amqp_uri}' --workers 2 --log-level WARNING")
+               f"run tests.integration.apps.echo --broker '{amqp_uri}' --workers 2 --log-level INFO")
     supervisor = subprocess.Popen(["sh", "-c", command], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "ECHO_SERVICE_NAME": service, "PYTHONPATH": str(ROOT)})
     try:
@@ -84,7 +84,14 @@ def test_W7_a_request_that_oom_kills_every_worker_ends_in_worker_lost(memory_cgr
         with ClusterRpcClient(amqp_uri, config=patient, timeout=90) as client:
             assert call_when_ready(client, service, "echo", "up") == "up"
             with pytest.raises(RemoteError) as caught:
-                client.call(service, "hog", str(tmp_path), HOG_MB)
+                try:
+                    client.call(service, "hog", str(tmp_path), HOG_MB)
+                except RpcTimeout:  # say what the workers did: the log is a file, not captured
+                    log.flush()
+                    pytest.fail(f"no answer: runs {sorted(p.name for p in tmp_path.glob('*.hog'))}, "
+                                f"OOM kills {_oom_kills(memory_cgroup)}, supervisor exit "
+                                f"{supervisor.poll()}, worker log:\n"
+                                + (tmp_path / "worker.log").read_text()[-6000:])
             assert caught.value.exc_type == "WorkerLost"
             runs = sorted(tmp_path.glob("*.hog"))
             assert len(runs) == 3, [path.name for path in runs]  # rpc_max_attempts, a new process each

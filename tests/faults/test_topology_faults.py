@@ -1,4 +1,4 @@
-"""Topology faults from the matrix (B6, R3) on the session's private node.
+"""Topology faults from the matrix (B6, R3, B8's locked exclusive queue) on the session's private node.
 
 B6: an operator (or a policy, or a broker bug) deletes a service's queue under a live
 worker. R3: an event nobody subscribes to. Neither may go unnoticed: the worker re-declares
@@ -12,8 +12,19 @@ from typing import Any
 
 import pytest
 
-from amqprpc import ClusterRpcClient, Config, EventDispatcher, EventPublisher, ServiceContainer, rpc
+from amqprpc import (
+    ClusterRpcClient,
+    Config,
+    EventDispatcher,
+    EventPublisher,
+    RpcTimeout,
+    ServiceContainer,
+    ServiceUnavailable,
+    rpc,
+)
+from amqprpc.cancellation.worker import CancelListener
 from amqprpc.testing.pytest import broker_admin
+from amqprpc.topology import CANCEL_QUEUE_MAX_LENGTH
 
 from ..waiting import wait_until
 from .rabbit_node import RabbitNode
@@ -104,3 +115,67 @@ def test_R3_unroutable_event_is_logged_and_counted(rabbit_node, service, contain
                    "the publisher to count the return", timeout=10)
     with broker_admin(rabbit_node.url) as channel:
         channel.exchange_delete(f"{source}.events")
+
+
+def test_B8_reconnect_takes_a_fresh_name_for_an_exclusive_queue_the_broker_still_holds(
+        rabbit_node, fault_proxy, service, client, caplog):
+    """The broker may hold our last connection's exclusive queue after we lost it (B8: on a
+    node cut off by a partition, for as long as the partition lasts; a heartbeat's time after
+    any link failure). Replaying the topology got RESOURCE_LOCKED on every reconnect, so the
+    worker served nothing; now the queue is taken under a fresh name and the worker serves.
+
+    Here another connection holds the worker's per-process cancel queue while the worker is
+    kept from reconnecting: the same refusal, made deterministic.
+    """
+    container = ServiceContainer(service, Config(broker_url=fault_proxy.url_for(rabbit_node.url),
+                                                 heartbeat=2.0))
+    container.connection.max_backoff = 0.5
+    container.start()
+    try:
+        assert client.call(service.name, "echo", 1) == 1
+        cancels = container.shared_extension(CancelListener, CancelListener)
+        locked = cancels.queue_name
+        caplog.set_level(logging.WARNING)
+        fault_proxy.refuse()
+        fault_proxy.reset()  # the broker sees the RST: our old connection and its queue go
+
+        def gone() -> bool:
+            with broker_admin(rabbit_node.url) as channel:
+                try:
+                    channel.queue_declare(locked, passive=True)
+                except Exception:  # NOT_FOUND: the old connection's queue is gone
+                    return True
+                return False
+
+        wait_until(gone, "the broker to drop the old connection's cancel queue", timeout=20)
+        with broker_admin(rabbit_node.url) as holder:  # someone else holds the name meanwhile
+            holder.queue_declare(locked, exclusive=True, auto_delete=True, durable=False,
+                                 arguments={"x-max-length": CANCEL_QUEUE_MAX_LENGTH,
+                                            "x-overflow": "drop-head"})
+            fault_proxy.refuse(False)
+            assert call_until_served(client, service.name) == "served"
+        assert any(locked in r.getMessage() and "instead" in r.getMessage() for r in caplog.records)
+        # Cancellation still reaches this worker: the fresh queue is bound and consumed (before,
+        # the refused queue, its binding and its consumer were dropped, one reconnect each).
+        fresh = f"{locked}.re{container.connection.generation - 1}"
+        listed = rabbit_node.ctl("list_queues", "-q", "--no-table-headers", "name", "consumers")
+        assert f"{fresh}\t1" in listed.splitlines(), listed
+    finally:
+        container.kill()
+        with broker_admin(rabbit_node.url) as channel:
+            channel.queue_delete(f"rpc-{service.name}")
+
+
+def call_until_served(client: ClusterRpcClient, service: str) -> Any:
+    """Call ``echo`` until one is answered (the worker is reconnecting meanwhile)."""
+    answers: list[Any] = []
+
+    def served() -> bool:
+        try:
+            answers.append(client.call(service, "echo", "served", _timeout=2))
+        except (RpcTimeout, ServiceUnavailable):
+            return False
+        return True
+
+    wait_until(served, "the reconnected worker to answer", timeout=30)
+    return answers[-1]

@@ -141,7 +141,7 @@ def test_statuses_through_real_workers(container_factory, unique_name, amqp_uri,
         assert (await status_of("POST", f"/{name}/items", json={"label": "x"},
                                 headers={"X-API-Key": READER_KEY}))[0] == 403
         status, body = await status_of("GET", f"/{name}/items/one", headers=admin)
-        assert status == 400 and body["error"]["details"][0]["field"] == "path.item_id"
+        assert status == 422 and body["error"]["details"][0]["field"] == "path.item_id"
         assert (await status_of("GET", f"/{name}/nothing", headers=admin))[0] == 404
         status, body = await status_of("GET", f"/{name}/items/404", headers=admin)
         assert (status, body["error"]["message"]) == (404, "no item 404")

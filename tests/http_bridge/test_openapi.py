@@ -50,12 +50,12 @@ def test_each_route_lists_the_errors_it_can_answer_with_their_codes():
     create = paths["/accounts"]["post"]["responses"]
     assert {"400", "401", "403", "404", "409", "413", "415", "422", "429", "503", "504"} <= set(create)
     assert "invalid_user" in create["422"]["x-amqprpc-codes"]
-    assert "validation_error" in create["400"]["x-amqprpc-codes"]
+    assert "validation_error" in create["422"]["x-amqprpc-codes"]
     assert "conflict" in create["409"]["x-amqprpc-codes"]  # expected_exceptions -> expected_status
     assert "`invalid_user`: the service raised InvalidUser" in create["422"]["description"]
     get = paths["/accounts/{account_id}"]["get"]["responses"]
     assert not {"401", "403", "413", "415"} & set(get)  # public, and no body
-    assert get["422"]["x-amqprpc-codes"] == ["idempotency_key_reused", "invalid_user"]
+    assert get["422"]["x-amqprpc-codes"] == ["validation_error", "idempotency_key_reused", "invalid_user"]
 
 
 def test_services_gone_longer_than_the_window_are_left_out():

@@ -35,7 +35,7 @@ def errors_of(call: Any) -> list[tuple[str, str]]:
     with pytest.raises(ApiError) as caught:
         call()
     error = caught.value
-    assert (error.status, error.code) == (400, "validation_error")
+    assert (error.status, error.code) == (422, "validation_error")
     assert error.details is not None
     return [(detail["field"], detail["problem"]) for detail in error.details]
 

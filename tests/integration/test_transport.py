@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -17,7 +18,7 @@ import pytest
 from amqprpc.exceptions import BrokerError
 from amqprpc.messages import Outgoing
 from amqprpc.transport import Queue
-from amqprpc.transport.pyamqp import AmqpTransport
+from amqprpc.transport.pyamqp import _NACK_STREAK, _NACK_STREAK_COUNT, AmqpTransport
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -190,25 +191,39 @@ def test_publishes_from_an_event_loop_go_through_the_io_thread(
     assert wakes == [1]
 
 
-def test_a_nacked_publish_fails_and_the_connection_is_replaced_once(
+def test_a_channel_that_only_nacks_is_replaced_once(
     broker_uri: str, queue: str
 ) -> None:
-    """RabbitMQ 3.10 can keep nacking on one channel (a quorum leader election): a nack gets
-    a new connection, but nacks for other reasons (a full queue) do not churn connections."""
+    """RabbitMQ 3.10 can keep nacking on one channel (a quorum leader election): a streak of
+    ``_NACK_STREAK_COUNT`` nacks to one routing key over ``_NACK_STREAK`` with no ack gets a
+    new connection; a few nacks (a full queue) do not, and a streak soon after a
+    replacement does not churn connections (docs/resilience.md)."""
     conn = AmqpTransport(broker_uri, name="transport-nacks")
     conn.declare(Queue(queue, durable=False,
                        arguments={"x-max-length": 0, "x-overflow": "reject-publish"}))
     conn.start()
+    outcomes: list[BaseException | None] = []
+
+    def nacks(count: int) -> None:
+        wanted = len(outcomes) + count  # before publishing: nacks may come back during the loop
+        for _ in range(count):
+            conn.publish(Outgoing("", queue, b"refused"), on_confirm=outcomes.append)
+        wait_until(lambda: len(outcomes) >= wanted, f"{count} nacks")
+
     try:
         generation = conn.generation
-        outcomes: list[BaseException | None] = []
-        conn.publish(Outgoing("", queue, b"refused"), on_confirm=outcomes.append)
-        wait_until(lambda: outcomes and conn.generation == generation + 1 and conn.is_connected,
-                   "the nack and a new connection")
+        nacks(1)
         assert isinstance(outcomes[0], BrokerError) and "nacked" in str(outcomes[0])
-        conn.publish(Outgoing("", queue, b"refused again"), on_confirm=outcomes.append)
-        wait_until(lambda: len(outcomes) == 2, "the second nack")
-        assert isinstance(outcomes[1], BrokerError)
-        assert conn.generation == generation + 1  # within 5 s of the first: kept
+        nacks(_NACK_STREAK_COUNT - 2)
+        assert conn.generation == generation  # a few nacks: a full queue, not a broken channel
+        time.sleep(_NACK_STREAK)  # the scenario: a second with nothing but nacks
+        nacks(1)
+        wait_until(lambda: conn.generation == generation + 1 and conn.is_connected,
+                   "a new connection")
+        assert all(isinstance(outcome, BrokerError) for outcome in outcomes)
+        nacks(_NACK_STREAK_COUNT - 1)
+        time.sleep(_NACK_STREAK)
+        nacks(1)
+        assert conn.generation == generation + 1  # within 5 s of the replacement: kept
     finally:
         conn.stop()

@@ -27,11 +27,15 @@ class Layer:
 LAYERS = (
     Layer(("cli", "testing", "__main__"), "Entry points for people: the command line and the testing kit; "
           "nothing imports them (command plugins such as http_bridge.command import cli's helpers)."),
-    Layer(("runner", "health", "supervisor", "devservers"), "A process: its containers, its signals, "
+    Layer(("runner", "health", "supervisor", "reload", "devservers"),
+          "A process: its containers, its signals, "
           "its health port, its worker processes (and the local servers `amqprpc dev` starts); the "
           "runner gives each container the announcer."),
     Layer(("metrics",), "Prometheus metrics of a process: the registry, the extension the runner "
           "adds to each container, the /metrics server the runner owns."),
+    Layer(("contracts.model", "contracts.diff", "contracts.asyncapi", "contracts.stubs"), "Contracts as "
+          "data, built from descriptors: the dump, the breaking-change diff, AsyncAPI, stubs.",
+          independent=False),
     Layer(("discovery",), "What services say about themselves: descriptors from bound entrypoints, "
           "the announcer extension, the registry that listens."),
     Layer(("containers", "pool", "tracing.worker"), "One service in one process: binds extensions "
@@ -39,21 +43,33 @@ LAYERS = (
           "runner adds to every worker when tracing is on."),
     Layer(("entrypoints", "dependencies"), "What triggers a worker, and what it is given; written "
           "against the extension base classes, never against the container.", independent=True),
+    Layer(("cancellation.worker",), "A container's consumer of cancels, and the calls it may cancel."),
     Layer(("extensions",), "The vocabulary: Extension, Entrypoint, DependencyProvider, WorkerContext, "
           "and the Container protocol through which extensions see their container."),
-    Layer(("client", "dlq"), "Programs on the bus that are not services: the RPC clients, the "
-          "dead-letter tool.", independent=True),
+    Layer(("client", "dlq", "subscriber"), "Programs on the bus that are not services: the RPC "
+          "clients, the dead-letter tool, the event subscriber (the bridge's live feed).", independent=True),
     Layer(("proxies",), "`caller.<service>.<method>(...)`: the one proxy tree the clients and "
           "RpcProxy build on a send and a wait callable."),
     Layer(("calls", "publisher"), "Sending: calls awaiting replies, events awaiting confirms.",
           independent=True),
+    Layer(("resilience.guard", "resilience.announce", "resilience.breaker", "resilience.budget",
+           "resilience.retries", "resilience.window"),
+          "Failing fast and retrying safely: circuit breakers, retry budgets, "
+          "hedging, and the caller-side limits on what may wait."),
+    Layer(("cancellation.sender",), "A caller's side of cancellation: publishing cancels."),
+    Layer(("cancellation.wire", "cancellation.token"), "The cancel message and the set of cancelled "
+          "ids; one call's cancelled flag.", independent=True),
     Layer(("tracing.spans", "tracing.setup", "tracing.logs"), "The caller's spans, who installs "
           "OpenTelemetry, log records with trace ids.", independent=True),
     Layer(("tracing.propagation",), "W3C trace context in message headers."),
-    Layer(("topology", "dead_letters", "presence"), "Names and shapes on the broker: exchanges, "
-          "queues, dead letters and their headers, whether a queue has consumers.", independent=True),
+    Layer(("topology", "dead_letters", "presence", "identity"), "Names and shapes on the broker: exchanges, "
+          "queues, dead letters and their headers, whether a queue has consumers, signed identity.",
+          independent=True),
     Layer(("messages",), "Sans-I/O envelopes: requests, replies, events, context headers."),
-    Layer(("config", "serialization"), "Values every part reads: settings, and how bodies encode.",
+    Layer(("resilience.overload",), "Bounds on what may wait for a service: its queue's length, "
+          "a caller's calls in flight (read by topology and calls)."),
+    Layer(("config", "serialization", "contracts.validation"), "Values every part reads: settings, how "
+          "bodies encode, and how pydantic checks the values of typed arguments.",
           independent=True),
     Layer(("transport",), "The seam to the broker; imports nothing of amqprpc but exceptions."),
     Layer(("exceptions", "futures"), "At the bottom: the one exception tree (everything may raise) "
@@ -64,7 +80,7 @@ LAYERS = (
 # helpers for its `amqprpc bridge` command, and the prefork supervisor (`--workers N` runs
 # the same one as `amqprpc run --workers N`).
 BRIDGE_MAY_IMPORT = {"amqprpc", "amqprpc.discovery", "amqprpc.cli", "amqprpc.supervisor",
-                     "amqprpc.metrics.registry"}
+                     "amqprpc.metrics.registry", "amqprpc.contracts.asyncapi"}
 
 
 @pytest.fixture(scope="module")

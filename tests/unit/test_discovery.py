@@ -198,3 +198,13 @@ def test_registry_newest_instance_defines_the_methods():
     assert view is not None and view.version == "1.4.2" and view.method("delete") is None
     assert registry.wait_for(lambda r: r.is_live("users"), timeout=0.1)
     assert not registry.wait_for(lambda r: r.is_live("ghost"), timeout=0.05)
+
+
+def test_a_service_with_mqtt_topic_handlers_still_announces_itself():
+    # A topic filter ("sensors.*.temperature" on amq.topic) is no event name: the descriptor
+    # lists it nowhere in `events`, and the registry must accept the announcement.
+    from services.telemetry import TelemetryService
+
+    parsed = parse_descriptor(descriptor(TelemetryService))
+    assert parsed.service == TelemetryService.name
+    assert all(row["source"] != "amq.topic" for row in parsed.events["handles"])

@@ -54,6 +54,13 @@ def test_m6_depth_is_bounded_in_both_codecs() -> None:
     assert limit_of(b"\x91" * 5000 + b"\xc0", MSGPACK) == "decode_max_depth"
 
 
+def test_m6_nesting_past_the_interpreters_recursion_is_a_depth_refusal() -> None:
+    # Too short for the item count to be scanned, too deep for the json module's own recursion.
+    assert limit_of(b"[" * 3000 + b"]" * 3000, JSON) == "decode_max_depth"
+    assert limit_of(b"[" * 3000, JSON) == "decode_max_depth"
+    assert limit_of(b'{"a":' * 3000 + b"1" + b"}" * 3000, JSON) == "decode_max_depth"
+
+
 def test_m6_brackets_inside_strings_cannot_hide_depth() -> None:
     limits = LIMITS.replace(max_depth=10, max_items=50)
     hidden = json.dumps(["]" * 40, [[[[[[[[[[[[1]]]]]]]]]]]], "[" * 40]).encode()

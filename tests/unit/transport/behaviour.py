@@ -384,6 +384,30 @@ def test_max_length_reject_publish_nacks_the_publish(make_transport, names):
     assert ready(make_transport(), queue) == 1
 
 
+def test_max_length_reject_publish_nacks_keep_the_connection(make_transport, names):
+    """A full queue's nacks are not a broken channel: no reconnect while it also accepts.
+
+    (RabbitMQ 3.10's broken quorum channel nacks *every* publish to its queue; only a
+    streak of nothing but nacks replaces the channel: test_transport.py.)"""
+    transport = make_transport()
+    queue = names("q")
+    transport.declare(Queue(queue, durable=False,
+                            arguments={"x-max-length": 1, "x-overflow": "reject-publish"}))
+    generation = transport.generation
+    confirms = Confirms()
+    for i in range(30):  # each round: one fits, one is refused, a consumer takes one
+        transport.publish(to_queue(queue, b"fits"), confirms(("fits", i)))
+        transport.publish(to_queue(queue, b"full"), confirms(("full", i)))
+        results = dict(confirms.wait_for(2 * (i + 1)))
+        assert results[("fits", i)] is None and isinstance(results[("full", i)], BrokerError)
+        delivery = transport.get(queue)
+        assert delivery is not None
+        transport.ack(delivery)
+    assert transport.generation == generation and transport.is_connected
+    transport.publish(to_queue(queue, b"after"), confirms("after"))
+    assert dict(confirms.wait_for(61))["after"] is None
+
+
 # ---------------------------------------------------------------- mandatory and confirms
 
 def test_mandatory_return_of_an_unroutable_publish_then_confirmed(make_transport, names):
