@@ -117,12 +117,23 @@ class Reloader:
 
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self._replace("starting")
             watch_filter = _source_filter(self.paths)
+            # The watcher exists only from the generator's first step, after the first
+            # generation is up: an edit saved while it starts would go unseen. So what the
+            # sources were before it started is compared with what they are once watching.
+            before: dict[str, tuple[int, int]] | None = _snapshot(self.paths, watch_filter)
+            self._replace("starting")
             for changes in watchfiles.watch(*self.paths, watch_filter=watch_filter,
                                             stop_event=self._stop, debounce=200,
+                                            rust_timeout=500, yield_on_timeout=True,
                                             raise_interrupt=False):
-                names = sorted({Path(path).name for _, path in changes})
+                paths = {path for _, path in changes}
+                if before is not None:  # the first step: the watcher is now set up
+                    paths |= _changed(before, _snapshot(self.paths, watch_filter))
+                    before = None
+                if not paths:
+                    continue  # a timeout: nothing changed
+                names = sorted({Path(path).name for path in paths})
                 self._replace(f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''} changed")
         finally:
             code = self.current.stop() if self.current is not None else 0
@@ -171,6 +182,34 @@ def _source_filter(paths: Iterable[Path]) -> Callable[[object, str], bool]:
         return path.endswith(".py") or str(Path(path).resolve()) in files
 
     return wanted
+
+
+def _snapshot(paths: Iterable[Path], wanted: Callable[[object, str], bool]) -> dict[str, tuple[int, int]]:
+    """Each watched source's (mtime, size), to see what changed while nothing watched."""
+    found: dict[str, tuple[int, int]] = {}
+
+    def note(path: str) -> None:
+        try:
+            stat = os.stat(path)
+        except OSError:  # gone between listing and stat: it will read as removed
+            return
+        found[path] = (stat.st_mtime_ns, stat.st_size)
+
+    for root in paths:
+        if root.is_file():
+            note(str(root))
+            continue
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = [name for name in subfolders if name != "__pycache__" and name[:1] != "."]
+            for name in files:
+                path = os.path.join(folder, name)
+                if wanted(None, path):
+                    note(path)
+    return found
+
+
+def _changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> set[str]:
+    return {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
 
 
 def watched_paths(targets: Iterable[str], config_path: str | None) -> list[Path]:
