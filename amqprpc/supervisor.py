@@ -10,6 +10,9 @@ that must not be shared), then only supervises:
 
 Children run in their own process group (a terminal's Ctrl-C reaches only the parent,
 which forwards one SIGTERM) and ask the kernel to SIGTERM them if the parent dies.
+They also raise their own ``oom_score_adj`` (raising needs no privilege): when memory runs
+out, the kernel kills a worker, whose call is redelivered and whose slot is restarted,
+rather than the supervisor, whose death takes every worker with it.
 The parent waits on a self-pipe fed by ``signal.set_wakeup_fd``: no polling.
 """
 
@@ -28,6 +31,9 @@ _log = logging.getLogger(__name__)
 
 QUICK_DEATH = 10.0  # a child that dies sooner than this counts towards backoff
 _PR_SET_PDEATHSIG = 1
+# Added to a child's oom_score_adj: the kernel adds adj/1000 of the memory it can use to a
+# process's score, so a 10 % bias makes even a fresh worker outrank the supervisor.
+WORKER_OOM_BIAS = 100
 
 
 @dataclass
@@ -122,6 +128,7 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 os.setpgid(0, 0)
                 _die_with_parent()
+                _prefer_as_oom_victim()
                 code = self.target(slot.index)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -186,4 +193,15 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
+        pass
+
+
+def _prefer_as_oom_victim(path: str = "/proc/self/oom_score_adj") -> None:
+    """Raise this process's OOM score by ``WORKER_OOM_BIAS`` (no-op where there is no /proc)."""
+    try:
+        with open(path, "r+") as adj:
+            current = int(adj.read().strip() or 0)
+            adj.seek(0)
+            adj.write(str(min(1000, current + WORKER_OOM_BIAS)))
+    except (OSError, ValueError):
         pass
