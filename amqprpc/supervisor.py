@@ -10,9 +10,12 @@ that must not be shared), then only supervises:
 
 Children run in their own process group (a terminal's Ctrl-C reaches only the parent,
 which forwards one SIGTERM) and ask the kernel to SIGTERM them if the parent dies.
-They also raise their own ``oom_score_adj`` (raising needs no privilege): when memory runs
-out, the kernel kills a worker, whose call is redelivered and whose slot is restarted,
-rather than the supervisor, whose death takes every worker with it.
+When memory runs out the kernel should kill a worker (its call is redelivered, its slot
+restarted), never the supervisor, whose death takes every worker with it. So each child
+raises its ``oom_score_adj`` (no privilege needed), and a supervisor allowed to (root or
+``CAP_SYS_RESOURCE``) whose score nobody chose exempts itself for as long as it runs: when
+the only worker left is the one being killed, the OOM killer would otherwise pick the
+supervisor next. A fork that fails (out of memory, out of pids) is retried with backoff.
 The parent waits on a self-pipe fed by ``signal.set_wakeup_fd``: no polling.
 """
 
@@ -34,6 +37,8 @@ _PR_SET_PDEATHSIG = 1
 # Added to a child's oom_score_adj: the kernel adds adj/1000 of the memory it can use to a
 # process's score, so a 10 % bias makes even a fresh worker outrank the supervisor.
 WORKER_OOM_BIAS = 100
+OOM_EXEMPT = -1000  # OOM_SCORE_ADJ_MIN: never chosen
+_OOM_SCORE_ADJ = "/proc/self/oom_score_adj"
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Supervisor:
         self._slots = [_Slot(i) for i in range(workers)]
         self._stopping = False
         self._signals = 0
+        self._child_oom_adj = 0  # the score the supervisor was started with: children add to it
 
     def run(self) -> int:
         """Supervise until stopped; returns the process exit code."""
@@ -73,6 +79,9 @@ class Supervisor:
         previous_wakeup = signal.set_wakeup_fd(write_fd)
         handlers = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+        own_oom_adj = _read_oom_adj()
+        self._child_oom_adj = own_oom_adj or 0
+        exempt = own_oom_adj == 0 and _write_oom_adj(OOM_EXEMPT)
         try:
             for slot in self._slots:
                 self._spawn(slot, read_fd, write_fd)
@@ -88,6 +97,8 @@ class Supervisor:
                 except BlockingIOError:
                     pass
         finally:
+            if exempt:
+                _write_oom_adj(0)  # lowering back to what we had: allowed
             signal.set_wakeup_fd(previous_wakeup)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -117,7 +128,13 @@ class Supervisor:
                 pass
 
     def _spawn(self, slot: _Slot, read_fd: int, write_fd: int) -> None:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # ENOMEM in a full memory cgroup, EAGAIN at a pid limit
+            slot.started = time.monotonic()
+            _log.error("supervisor: cannot start worker %d: %s", slot.index, exc)
+            self._schedule_restart(slot, None)
+            return
         if pid == 0:  # the child
             code = 1
             try:
@@ -128,7 +145,7 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 os.setpgid(0, 0)
                 _die_with_parent()
-                _prefer_as_oom_victim()
+                _prefer_as_oom_victim(self._child_oom_adj)
                 code = self.target(slot.index)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -163,13 +180,17 @@ class Supervisor:
                         self._schedule_restart(slot, code)
                     break
 
-    def _schedule_restart(self, slot: _Slot, code: int) -> None:
+    def _schedule_restart(self, slot: _Slot, code: int | None) -> None:
+        """``code``: the exit code of the child that died; None when none could be started."""
         lived = time.monotonic() - slot.started
         if lived < QUICK_DEATH:
             slot.backoff = min(self.max_backoff, slot.backoff * 2 if slot.backoff else 0.5)
         else:
             slot.backoff = 0.0
         slot.restart_at = time.monotonic() + slot.backoff
+        if code is None:
+            _log.warning("supervisor: starting worker %d again in %.1fs", slot.index, slot.backoff)
+            return
         _log.warning("supervisor: worker %d exited with %d after %.1fs; restarting in %.1fs",
                      slot.index, code, lived, slot.backoff)
 
@@ -196,12 +217,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def _prefer_as_oom_victim(path: str = "/proc/self/oom_score_adj") -> None:
-    """Raise this process's OOM score by ``WORKER_OOM_BIAS`` (no-op where there is no /proc)."""
+def _prefer_as_oom_victim(base: int, path: str = _OOM_SCORE_ADJ) -> None:
+    """Make this process (a child) ``WORKER_OOM_BIAS`` likelier to be OOM-killed than ``base``."""
+    _write_oom_adj(min(1000, base + WORKER_OOM_BIAS), path)
+
+
+def _read_oom_adj(path: str = _OOM_SCORE_ADJ) -> int | None:
     try:
-        with open(path, "r+") as adj:
-            current = int(adj.read().strip() or 0)
-            adj.seek(0)
-            adj.write(str(min(1000, current + WORKER_OOM_BIAS)))
+        with open(path) as adj:
+            return int(adj.read().strip())
     except (OSError, ValueError):
-        pass
+        return None  # not Linux, or no /proc
+
+
+def _write_oom_adj(value: int, path: str = _OOM_SCORE_ADJ) -> bool:
+    """Best effort: lowering needs privilege, and elsewhere there is no such file."""
+    try:
+        with open(path, "w") as adj:
+            adj.write(str(value))
+        return True
+    except OSError:
+        return False

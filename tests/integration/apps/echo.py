@@ -37,8 +37,14 @@ class EchoService:
         os._exit(1)
 
     @rpc
-    def hog(self, marker_dir: str, megabytes: int):
-        """Allocate (and touch) ``megabytes``: in a memory cgroup, the kernel OOM-kills us."""
+    def hog(self, marker_dir: str, megabytes: int, memory_cgroup: str | None = None):
+        """Allocate (and touch) ``megabytes``: in a memory cgroup, the kernel OOM-kills us.
+
+        Given ``memory_cgroup``, this worker moves into it first, so the cgroup holds only
+        the workers that took the request (what is allocated from then on is charged there).
+        """
+        if memory_cgroup:
+            (Path(memory_cgroup) / "cgroup.procs").write_text(str(os.getpid()))
         (Path(marker_dir) / f"{os.getpid()}.hog").touch()
         block = b"x" * (megabytes * 1024 * 1024)
         return len(block)
