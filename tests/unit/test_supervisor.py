@@ -39,7 +39,10 @@ def _reporting_target(report: Path) -> Callable[[int], int]:
     def target(index: int) -> int:
         parent = Path(f"/proc/{os.getppid()}/oom_score_adj").read_text().strip()
         report.write_text(f"{ADJ.read_text().strip()} {parent}")
-        os.kill(os.getppid(), signal.SIGTERM)  # one run is enough: ask the supervisor to stop
+        # One run is enough: ask the supervisor to stop, and return 0 rather than die of the
+        # SIGTERM it forwards (which would make its exit code 1).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.kill(os.getppid(), signal.SIGTERM)
         return 0
     return target
 
