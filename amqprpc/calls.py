@@ -37,6 +37,8 @@ from .messages import DIRECT_REPLY_TO, Context, build_request, parse_reply
 from .presence import Presence
 from .resilience.guard import Resilience
 from .resilience.overload import InFlightLimits, queue_full
+from .route_updates import RouteUpdates
+from .routing import QUESTION_TIMEOUT, Router, rules_from_config, version_queue, versioned_key
 from .serialization import DecodeLimits, codec_named
 from .topology import reply_queue_topology, rpc_exchange
 from .transport import Delivery, Outgoing, Transport
@@ -57,7 +59,8 @@ class RpcFuture(Future[Any]):
     """
 
     def __init__(self, service: str, method: str, correlation_id: str, timeout: float,
-                 on_cancel: Callable[[RpcFuture], None] | None = None) -> None:
+                 on_cancel: Callable[[RpcFuture], None] | None = None,
+                 version: str | None = None) -> None:
         super().__init__()
         self.service = service
         self.method = method
@@ -65,6 +68,12 @@ class RpcFuture(Future[Any]):
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self._on_cancel = on_cancel
+        self.version = version  # routed to this version's workers (amqprpc.routing); None: shared
+
+    @property
+    def queue(self) -> str:
+        """The queue the request waits in (what presence asks about)."""
+        return f"rpc-{self.service}" if self.version is None else version_queue(self.service, self.version)
 
     def cancel(self) -> bool:
         """Give the call up (True), unless it has already finished (False)."""
@@ -125,6 +134,10 @@ class Caller:
         self._cancels: CancelSender | None = None  # cancellation off: a timeout sends nothing
         if config.cancellation:
             self._cancels = CancelSender(connection)
+        rules = rules_from_config(config.extra.get("routing"))
+        self.router: Router | None = None  # no rule can ever apply: no routing, no cost
+        if rules or config.routing_updates:
+            self.router = Router(rules, functools.partial(_has_consumers, connection))
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
             self._reply_queue = ""
@@ -138,6 +151,8 @@ class Caller:
         else:
             connection.declare(*reply_queue_topology(config, self._reply_queue, self.reply_to))
             connection.consume(self._reply_queue, self._on_reply, no_ack=True)
+        if self.router is not None and config.routing_updates:
+            RouteUpdates(connection, config, self.router, owner)
         connection.on_lost(self._on_lost)
         connection.on_return(self._on_return)
 
@@ -181,6 +196,8 @@ class Caller:
         if blocked is not None:
             raise BrokerBlocked(f"{service}.{method}: the broker refuses messages for now ({blocked})")
         correlation_id = f"{self._id_prefix}{next(self._ids)}"
+        router = self.router
+        version = router.choose(service, context) if router is not None and router.rules else None
         message = build_request(
             service,
             method,
@@ -195,9 +212,11 @@ class Caller:
             header_prefix=self.config.header_prefix,
         )
         if self._signer is not None:
-            self._signer.sign(message, context)
+            self._signer.sign(message, context)  # over <service>.<method>, whatever the route
+        if version is not None:
+            message.routing_key = versioned_key(service, version, method)
         future = RpcFuture(service, method, correlation_id, timeout,
-                           None if self._cancels is None else self._cancelled)
+                           None if self._cancels is None else self._cancelled, version)
         if self._in_flight is not None:
             self._in_flight.admit(future)  # ServiceOverloaded past the cap: nothing is sent
         self._pending[correlation_id] = future
@@ -230,7 +249,7 @@ class Caller:
             _log.info("dropped a late or duplicate reply (correlation id %s)", correlation_id)
             return
         if self.presence is not None:
-            self.presence.seen(future.service)
+            self.presence.seen(future.queue)
         try:
             result, error = parse_reply(
                 delivery.body, delivery.properties.get("content_type"),
@@ -256,9 +275,19 @@ class Caller:
 
     def _on_return(self, message: Outgoing, reply_text: str) -> None:
         correlation_id = message.properties.get("correlation_id")
-        future = self._pending.pop(correlation_id, None) if correlation_id else None
-        if future is not None:
-            settle(future, UnknownService(future.service))
+        future = self._pending.get(correlation_id) if isinstance(correlation_id, str) else None
+        if future is None or not isinstance(correlation_id, str):
+            return
+        if future.version is not None and self.router is not None:
+            # Its version's queue is gone (no worker of it left): the shared queue takes it.
+            self.router.version_gone(future.service, future.version)
+            future.version = None
+            message.routing_key = f"{future.service}.{future.method}"
+            self.connection.publish(message, on_confirm=functools.partial(
+                self._on_confirm, correlation_id) if self.connection.confirms else None)
+            return
+        del self._pending[correlation_id]
+        settle(future, UnknownService(future.service))
 
     def _sweep(self) -> None:
         """Fail the calls past their deadline; runs on the I/O thread while calls are pending.
@@ -305,6 +334,12 @@ class Caller:
                 f"{future.service}.{future.method}: connection to the broker lost before the "
                 "reply; the call may or may not have run"
             ))
+
+
+def _has_consumers(connection: Transport, queue: str) -> bool:
+    """Has ``queue`` consumers? Asked by the router off the I/O thread (amqprpc.routing)."""
+    info = connection.queue_info(queue, QUESTION_TIMEOUT, detached=True)
+    return info is not None and info.consumer_count > 0
 
 
 def remaining_timeout(default: float, deadline: float | None) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
+from .routing import check_version, rules_from_config
 from .transport.address import parse_broker_urls
 from .transport.factory import MEMORY_SCHEME
 
@@ -87,6 +88,10 @@ class Config(Mapping[str, Any]):
     identity_key_file: str = ""
     trusted_identity: int = 0  # 1: every service of this process refuses unsigned identities
     identity_max_age: float = 300.0  # seconds ahead a signed identity's deadline may lie
+    # Versions and canary routing (amqprpc.routing, docs/protocol.md); rules: [routing.<service>].
+    service_version: str = ""  # `amqprpc run --version 2.1.0`: announced, and a queue of its own
+    canary: int = 0  # 1 (`--canary`): consume only the version's queue, only calls routed to it
+    routing_updates: int = 1  # callers apply live rules sent by `amqprpc route`; 0: config only
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,7 +99,7 @@ class Config(Mapping[str, Any]):
                      "decode_max_depth", "decode_max_items", "decode_max_string", "decode_max_digits"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("prefetch", "metrics_port", "retry_budget_min"):
+        for name in ("prefetch", "metrics_port", "retry_budget_min", "canary", "routing_updates"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         for name in ("heartbeat", "connect_timeout", "rpc_timeout", "rpc_presence_patience", "grace",
@@ -104,6 +109,11 @@ class Config(Mapping[str, Any]):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
         _check_resilience(self)
+        if self.service_version:
+            check_version(self.service_version)
+        elif self.canary:
+            raise ConfigError("canary needs a service_version (amqprpc run --version V --canary)")
+        rules_from_config(self.extra.get("routing"))  # a bad [routing.*] table fails here
         if self.serializer not in ("json", "msgpack"):
             raise ConfigError(f"serializer must be 'json' or 'msgpack', got {self.serializer!r}")
         if self.queue_type not in ("classic", "quorum"):

@@ -139,6 +139,12 @@ def replay_copy(received: Received, target_queue: str) -> Outgoing:
                     mandatory=True)
 
 
+def forward_copy(received: Received, exchange: str, routing_key: str) -> Outgoing:
+    """The same request sent on by another route (a stopping canary's leftovers), unchanged."""
+    return Outgoing(exchange, routing_key, received.body,
+                    _copy_properties(received, dict(received.headers)), mandatory=True)
+
+
 def _origin_headers(received: Received, queue: str) -> dict[str, Any]:
     """The original headers plus, once, the queue, exchange and routing key it arrived by."""
     headers = dict(received.headers)

@@ -55,6 +55,10 @@ class Pending(Protocol):
     deadline: float
     timeout: float
 
+    @property
+    def queue(self) -> str:
+        """Where it waits: ``rpc-<service>``, or a version's queue (amqprpc.routing)."""
+
 
 class Admin(Protocol):
     """The part of ``Transport`` presence uses."""
@@ -68,71 +72,74 @@ class Admin(Protocol):
 
 
 class Presence:
-    """Consumer presence per service, learnt only when a call waits; I/O thread only."""
+    """Consumer presence per queue a call waits in, learnt only when one waits; I/O thread only.
 
-    def __init__(self, transport: Admin, *, grace: float = GRACE, patience: float = PATIENCE,
-                 queue_of: Callable[[str], str] = lambda service: f"rpc-{service}") -> None:
+    A service's calls wait in its queue, or, routed to a version, in that version's queue
+    (``amqprpc.routing``): each queue is asked about and judged on its own.
+    """
+
+    def __init__(self, transport: Admin, *, grace: float = GRACE, patience: float = PATIENCE) -> None:
         self.transport = transport
         self.grace = grace
         self.patience = patience
-        self.queue_of = queue_of
-        self._seen: dict[str, float] = {}  # service -> when it was last known alive
-        self._next_question: dict[str, float] = {}  # service -> not asked again before
+        self._seen: dict[str, float] = {}  # queue -> when its consumers were last known alive
+        self._next_question: dict[str, float] = {}  # queue -> not asked again before
         self._asking: set[str] = set()
 
-    def seen(self, service: str) -> None:
-        """A reply came from ``service``: it is alive (one dict store per reply)."""
-        self._seen[service] = time.monotonic()
+    def seen(self, queue: str) -> None:
+        """A reply came from a call sent to ``queue``: it is served (one dict store per reply)."""
+        self._seen[queue] = time.monotonic()
 
     def sweep(self, pending: Iterable[Pending], now: float, fail: Fail) -> None:
-        """Ask about each service whose calls have waited ``grace``; runs with the deadline sweep."""
-        waiting = {call.service for call in list(pending)  # list(): callers add calls meanwhile
+        """Ask about each queue whose calls have waited ``grace``; runs with the deadline sweep."""
+        waiting = {call.queue: call.service for call in list(pending)  # callers add calls meanwhile
                    if call.deadline - call.timeout + self.grace <= now}
-        for service in waiting - self._asking:
-            if self._next_question.get(service, 0.0) > now:
+        for queue in waiting.keys() - self._asking:
+            if self._next_question.get(queue, 0.0) > now:
                 continue
-            self._asking.add(service)
-            threading.Thread(target=self._ask, args=(service, now, pending, fail),
-                             name=f"{self.transport.name}-presence-{service}", daemon=True).start()
+            self._asking.add(queue)
+            threading.Thread(target=self._ask, args=(queue, waiting[queue], now, pending, fail),
+                             name=f"{self.transport.name}-presence-{queue}", daemon=True).start()
 
     # ------------------------------------------------------------ the question's thread
 
-    def _ask(self, service: str, asked: float, pending: Iterable[Pending], fail: Fail) -> None:
+    def _ask(self, queue: str, service: str, asked: float, pending: Iterable[Pending],
+             fail: Fail) -> None:
         """Ask the broker (blocking, off the I/O thread), then settle on the I/O thread."""
         info: QueueInfo | BaseException | None
         try:
-            info = self.transport.queue_info(self.queue_of(service), QUESTION_TIMEOUT,
-                                             detached=True)
+            info = self.transport.queue_info(queue, QUESTION_TIMEOUT, detached=True)
         except Exception as exc:  # connection down, timeout: the deadline still ends the calls
             info = exc
-        self.transport.call_soon(lambda: self._settle(service, asked, info, pending, fail))
+        self.transport.call_soon(lambda: self._settle(queue, service, asked, info, pending, fail))
 
     # ------------------------------------------------------------ I/O thread
 
-    def _settle(self, service: str, asked: float, info: QueueInfo | BaseException | None,
-                pending: Iterable[Pending], fail: Fail) -> None:
-        self._asking.discard(service)
+    def _settle(self, queue: str, service: str, asked: float,
+                info: QueueInfo | BaseException | None, pending: Iterable[Pending],
+                fail: Fail) -> None:
+        self._asking.discard(queue)
         now = time.monotonic()
         if isinstance(info, BaseException):
-            _log.debug("%s: could not ask about %s: %s", self.transport.name, service, info)
-            self._next_question[service] = now + RECHECK
+            _log.debug("%s: could not ask about %s: %s", self.transport.name, queue, info)
+            self._next_question[queue] = now + RECHECK
             return
         if info is not None and info.consumer_count > 0:
-            self._seen[service] = now
-            self._next_question[service] = now + TTL
+            self._seen[queue] = now
+            self._next_question[queue] = now + TTL
             return
-        self._next_question[service] = now + RECHECK
+        self._next_question[queue] = now + RECHECK
         error: type[UnknownService | ServiceUnavailable]
         if info is None:
             error = UnknownService
         elif info.message_count == 0:
             return  # with a worker that is stopping gracefully: its reply still comes
-        elif now - self._seen.get(service, float("-inf")) < self.patience:
+        elif now - self._seen.get(queue, float("-inf")) < self.patience:
             return  # seen alive a moment ago: a restart, give it time
         else:
             error = ServiceUnavailable
         gone = [call.correlation_id for call in list(pending)
-                if call.service == service and call.deadline - call.timeout <= asked]
+                if call.queue == queue and call.deadline - call.timeout <= asked]
         _log.info("%s: %s; failing %d waiting call(s)", self.transport.name, error(service),
                   len(gone))
         for correlation_id in gone:

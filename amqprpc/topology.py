@@ -32,6 +32,7 @@ from typing import Any, Final
 from .config import Config
 from .exceptions import ConfigError
 from .resilience.overload import queue_bound_arguments
+from .routing import version_binding, version_queue
 from .transport.base import Binding, Entity, Exchange, Queue
 
 SERVICE_POOL: Final = "service_pool"
@@ -50,6 +51,12 @@ DISCOVERY: Final = Exchange("amqprpc.discovery", "topic", durable=True, auto_del
 CONTROL: Final = Exchange("amqprpc.control", "topic", durable=True, auto_delete=False)
 """Where callers send cancels (``amqprpc.control``, topic, durable), routing key
 ``cancel.<service>``; every worker process of the service has its own queue bound to it."""
+
+ROUTING: Final = Exchange("amqprpc.routing", "topic", durable=True, auto_delete=False)
+"""Where ``amqprpc route`` sends live routing rules (routing key ``route.<service>``); every
+caller that obeys them has its own queue bound to ``route.*`` (amqprpc.route_updates)."""
+
+VERSION_QUEUE_EXPIRES_MS: Final = 30 * 60_000  # a version queue nobody consumed for 30 min goes
 
 CANCEL_QUEUE_MAX_LENGTH: Final = 10_000  # cancels a slow worker's queue holds; older ones drop
 
@@ -92,6 +99,28 @@ def rpc_queue_topology(config: Config, service: str, max_queue_length: int = 0) 
     return (rpc_exchange(config),
             Queue(queue, durable=True, auto_delete=False, arguments=arguments),
             Binding(queue, config.rpc_exchange, f"{service}.*"))
+
+
+def version_queue_topology(config: Config, service: str, version: str,
+                           max_queue_length: int = 0) -> tuple[Entity, ...]:
+    """The queue of ``version``'s workers, ``rpc-<service>@<version>``, bound to
+    ``<service>@<token>.*`` (amqprpc.routing): durable like the shared queue, so a canary
+    that dies leaves its calls to be redelivered, and expiring once unused for 30 minutes."""
+    queue = version_queue(service, version)
+    arguments = {**(service_queue_arguments(config) or {}), "x-expires": VERSION_QUEUE_EXPIRES_MS}
+    if max_queue_length:
+        arguments.update(queue_bound_arguments(max_queue_length))
+    return (rpc_exchange(config),
+            Queue(queue, durable=True, auto_delete=False, arguments=arguments),
+            Binding(queue, config.rpc_exchange, version_binding(service, version)))
+
+
+def route_listener_topology(queue: str) -> tuple[Entity, ...]:
+    """A caller's own queue of live routing rules: exclusive, auto-delete, bounded."""
+    return (ROUTING,
+            Queue(queue, durable=False, exclusive=True, auto_delete=True,
+                  arguments={"x-max-length": 1000, "x-overflow": "drop-head"}),
+            Binding(queue, ROUTING.name, "route.*"))
 
 
 def reply_queue_topology(config: Config, queue: str, routing_key: str) -> tuple[Entity, ...]:

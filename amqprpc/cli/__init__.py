@@ -78,6 +78,7 @@ COMMANDS: dict[str, str] = {
     "dev": "amqprpc.cli.dev:dev",
     "dispatch": "amqprpc.cli.events:dispatch",
     "dlq": "amqprpc.cli.events:dlq",
+    "route": "amqprpc.cli.route:route",
     "run": "amqprpc.cli.run:run",
     "services": "amqprpc.cli.services:services",
     "shell": "amqprpc.cli:shell_command",  # not `shell`: that is the module cli/shell.py

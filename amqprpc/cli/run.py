@@ -62,6 +62,12 @@ class WorkerCount(_IntParam):
 @click.option("--reload", is_flag=True,
               help="Restart the workers when a service module or the config file changes "
                    "(new workers first, then the old ones drain); needs the `reload` extra.")
+@click.option("--version", "service_version", metavar="VERSION",
+              help="Announce this version and also serve its own queue, rpc-<service>@VERSION, "
+                   "which callers route a canary share to ([routing.<service>], amqprpc route).")
+@click.option("--canary", is_flag=True, default=None,
+              help="With --version: take only the calls routed to this version, none of the "
+                   "shared queue's.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -69,7 +75,8 @@ class WorkerCount(_IntParam):
 def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | None, workers: int,
         concurrency: int | None, pool: str, grace: float | None, health_port: int | None,
         metrics_port: int | None, log_level: str, log_format: str = "text",
-        reload: bool = False) -> None:
+        reload: bool = False, service_version: str | None = None,
+        canary: bool | None = None) -> None:
     """Run the services found in MODULE (or just MODULE:Class) until SIGTERM/SIGINT.
 
     A first signal stops gracefully (in-flight calls finish, up to --grace seconds, and
@@ -84,7 +91,8 @@ def run(targets: tuple[str, ...], broker_url: str | None, config_path: str | Non
     else:
         logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     config = _build_config(config_path, broker_url=broker_url, concurrency=concurrency, grace=grace,
-                           metrics_port=metrics_port)
+                           metrics_port=metrics_port, service_version=service_version,
+                           canary=None if canary is None else int(canary))
     _check_metrics_extra(config)
     if reload:
         sys.exit(_run_reloader(targets, config_path, workers))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import click
 from ..discovery import ServiceRegistry, ServiceView
 from ..discovery.schema import Schema
 from ..resilience.announce import BreakerStates, BreakerStateView
+from ..routing import RouteRule, rules_from_config
 from . import _build_config, _friendly, broker_option, config_option
 
 
@@ -48,9 +50,11 @@ def services(broker_url: str | None, config_path: str | None, wait_seconds: floa
     finally:
         registry.stop()
         breakers.stop()
+    rules = rules_from_config(config.extra.get("routing"))
     if as_json:
         unannounced = sorted(breakers.services() - {view.name for view in views})
-        click.echo(json.dumps([{**_as_dict(view), "breakers": [
+        click.echo(json.dumps([{**_as_dict(view), "routing": (
+            rules[view.name].as_dict() if view.name in rules else None), "breakers": [
             _breaker_dict(b) for b in breakers.of(view.name)]} for view in views] + [
             {"service": name, "version": None, "down_for": None, "instances": [], "methods": [],
              "breakers": [_breaker_dict(b) for b in breakers.of(name)]} for name in unannounced],
@@ -60,6 +64,8 @@ def services(broker_url: str | None, config_path: str | None, wait_seconds: floa
         click.echo("no service announced itself (are workers running, on this broker?)")
     for view in views:
         click.echo(_headline(view))
+        if view.name in rules:
+            click.echo(f"  {routing_line(rules[view.name])}")
         for state in breakers.of(view.name):
             click.echo(f"  {_breaker_line(state)}")
         width = max((len(m.name) for m in view.methods), default=0)
@@ -113,8 +119,22 @@ def _headline(view: ServiceView) -> str:
     if not view.instances:
         return f"{view.name}  (no live instance; last heard {format_duration(view.down_for)} ago)"
     hosts = ", ".join(f"{d.host}:{d.pid}" for d in view.instances)
-    version = f"  version {view.version}" if view.version else ""
-    return f"{view.name}  {len(view.instances)} instance(s): {hosts}{version}"
+    return f"{view.name}  {len(view.instances)} instance(s): {hosts}{_versions(view)}"
+
+
+def _versions(view: ServiceView) -> str:
+    """``  versions 2.0.0 x2, 2.1.0 x1`` (one version: ``  version 2.0.0``)."""
+    counts = Counter(d.version for d in view.instances if d.version)
+    if len(counts) <= 1:
+        return f"  version {view.version}" if view.version else ""
+    return "  versions " + ", ".join(f"{version} x{count}" for version, count in sorted(counts.items()))
+
+
+def routing_line(rule: RouteRule) -> str:
+    """How this process's config routes the service's calls (live rules are not retained)."""
+    sticky = f", sticky by {rule.sticky}" if rule.sticky else ""
+    return (f"routing (config): {rule.weight:.0%} of calls to {rule.canary}{sticky}, "
+            f"{1 - rule.weight:.0%} to the shared queue")
 
 
 def _breaker_line(state: BreakerStateView) -> str:

@@ -179,7 +179,9 @@ def build_descriptor(container: Container, *, event: str, instance: str, host: s
         for entrypoint in container.entrypoints
         if isinstance(entrypoint, Rpc)
     ]
-    version = getattr(container.service_cls, "version", None)
+    # `amqprpc run --version` first: it names the queue callers route to (amqprpc.routing).
+    config = getattr(container, "config", None)  # an offline stand-in (contracts) has none
+    version = getattr(config, "service_version", "") or getattr(container.service_cls, "version", None)
     descriptor: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
         "event": event,

@@ -17,68 +17,23 @@ builds its routes and access rules from what arrives there. Three defences, pure
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from ..exceptions import ConfigError
+from ..signatures import SIGNATURE_HEADER as SIGNATURE_HEADER
+from ..signatures import MessageSigner
 from .descriptor import DescriptorError, MethodDescriptor, ServiceDescriptor
 
-SIGNATURE_HEADER = "x-amqprpc-signature"
-_SCHEME = "v1="
 DEFAULT_MAX_SKEW = 300.0  # seconds: generous for hosts without NTP, short for replays
 
 
-class AnnouncementSigner:
-    """Signs and verifies announcements with the deployment's shared key(s)."""
+class AnnouncementSigner(MessageSigner):
+    """Signs and verifies announcements; a bad one is a ``DescriptorError`` to the registry."""
 
-    def __init__(self, keys: Sequence[str]) -> None:
-        cleaned = [key.strip() for key in keys if key.strip()]
-        if not cleaned:
-            raise ValueError("an announcement signer needs at least one key")
-        short = [key for key in cleaned if len(key) < 16]
-        if short:
-            raise ValueError("a discovery key must be at least 16 characters "
-                             "(python -c 'import secrets; print(secrets.token_urlsafe(32))' "
-                             "makes a good one)")
-        self._keys = [key.encode("utf-8") for key in cleaned]
-
-    @classmethod
-    def from_setting(cls, value: str | None) -> AnnouncementSigner | None:
-        """``discovery_key`` as configured (comma-separated keys) or None when unset."""
-        if value is None or not value.strip():
-            return None
-        try:
-            return cls(value.split(","))
-        except ValueError as exc:
-            raise ConfigError(f"discovery_key: {exc}") from None
-
-    def sign(self, routing_key: str, content_type: str, body: bytes) -> str:
-        return _SCHEME + _digest(self._keys[0], routing_key, content_type, body)
-
-    def verify(self, signature: object, routing_key: str, content_type: str, body: bytes) -> None:
-        """Raise DescriptorError unless ``signature`` is a valid one for this message."""
-        if signature is None:
-            raise DescriptorError("unsigned announcement (this registry requires discovery_key)")
-        if isinstance(signature, bytes):
-            signature = signature.decode("ascii", "replace")
-        if not isinstance(signature, str) or not signature.startswith(_SCHEME):
-            raise DescriptorError(f"{SIGNATURE_HEADER} is not a {_SCHEME}<hex> signature")
-        given = signature[len(_SCHEME):]
-        for key in self._keys:
-            if hmac.compare_digest(given, _digest(key, routing_key, content_type, body)):
-                return
-        raise DescriptorError("bad announcement signature (another key, or the message was altered)")
-
-
-def _digest(key: bytes, routing_key: str, content_type: str, body: bytes) -> str:
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for part in (routing_key.encode("utf-8"), content_type.encode("utf-8"), body):
-        mac.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two messages collide
-        mac.update(part)
-    return mac.hexdigest()
+    what = "announcement"
+    error = DescriptorError
 
 
 def parse_owners(value: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..cancellation.worker import CancelListener
 from ..contracts.validation import MethodContract, method_contract
-from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, retry_copy
+from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, forward_copy, retry_copy
 from ..exceptions import (
     AmqpRpcError,
     ConnectionLost,
@@ -39,9 +39,10 @@ from ..extensions import Entrypoint, ExcInfo, Extension, WorkerContext
 from ..identity import verifier_for
 from ..messages import build_reply, deadline_of, decode_context, parse_request
 from ..resilience.overload import max_queue_length
+from ..routing import canonical_key, version_queue
 from ..serialization import JSON, Codec, DecodeLimits, codec_for
-from ..topology import delay_queue, delay_queue_arguments, rpc_queue_topology
-from ..transport import Delivery
+from ..topology import delay_queue, delay_queue_arguments, rpc_queue_topology, version_queue_topology
+from ..transport import Delivery, Outgoing
 from .consuming import ConsumesQueue
 from .events import WorkerLost
 
@@ -117,6 +118,8 @@ class RpcConsumer(ConsumesQueue, Extension):
         self.on_unrun: Callable[[str, str], None] = _ignore
         self._methods: dict[str, Rpc] = {}
         self.queue_name = ""  # rpc-<service>, once set up
+        self.version_queue = ""  # rpc-<service>@<version> of a versioned worker (amqprpc.routing)
+        self._version_tag: str | None = None
 
     def register(self, entrypoint: Rpc) -> None:
         self._methods[entrypoint.method_name] = entrypoint
@@ -133,15 +136,80 @@ class RpcConsumer(ConsumesQueue, Extension):
         self._cancels = (container.shared_extension(CancelListener, CancelListener)
                          if self._config.cancellation else None)
         bound = max_queue_length(self._config, self._service, container.service_cls)
+        version = self._config.service_version
+        prefetch = self._config.effective_prefetch
+        # Declared even by a canary that does not consume it: a returned request falls back to it.
         self._connection.declare(*rpc_queue_topology(self._config, self._service, bound))
-        self._consumer_tag = self._connection.consume(
-            self.queue_name, self._on_delivery, prefetch=self._config.effective_prefetch)
+        if version:  # docs/protocol.md, "Versions and canary routing"
+            self.version_queue = version_queue(self._service, version)
+            self._connection.declare(*version_queue_topology(self._config, self._service, version, bound))
+            self._version_tag = self._connection.consume(self.version_queue, self._on_delivery,
+                                                         prefetch=prefetch)
+        if not (version and self._config.canary):
+            self._consumer_tag = self._connection.consume(self.queue_name, self._on_delivery,
+                                                          prefetch=prefetch)
+
+    def stop(self) -> None:
+        """Stop both consumers; the last worker of a version sends its queue's leftovers on."""
+        super().stop()
+        tag, self._version_tag = self._version_tag, None
+        if tag is not None:
+            self._connection.cancel(tag)
+            self._forward_leftovers()
+
+    def _forward_leftovers(self) -> None:
+        """Requests still queued for this version go to the shared queue, so none is stranded.
+
+        Callers stop routing to a version within ``LIVENESS_TTL`` of its last consumer
+        going, so the queue is emptied for twice that long (only when no consumer is left).
+        """
+        connection, queue = self._connection, self.version_queue
+        try:
+            info = connection.queue_info(queue)
+            if info is not None and info.consumer_count > 0:
+                return  # other workers of this version serve it
+            deadline = time.monotonic() + FORWARD_WINDOW
+            forwarded = 0
+            while True:
+                delivery = connection.get(queue)
+                if delivery is None:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(FORWARD_POLL)  # a poll of the broker, bounded by the deadline
+                    continue
+                received = Received(delivery.body, delivery.properties, delivery.exchange,
+                                    delivery.routing_key)
+                copy = forward_copy(received, self._config.rpc_exchange,
+                                    canonical_key(delivery.routing_key))
+                self._republish_as_is(delivery, copy)
+                forwarded += 1
+        except Exception as exc:  # broker gone: what is left waits for this version's next worker
+            _log.warning("%s: could not send the requests left in %s to the shared queue: %s",
+                         self._service, queue, exc)
+            return
+        if forwarded:
+            _log.info("%s: sent %d request(s) left in %s to %s", self._service, forwarded, queue,
+                      self.queue_name)
+
+    def _republish_as_is(self, delivery: Delivery, copy: Outgoing) -> None:
+        """Publish ``copy``, then ack the original once confirmed (unacked, it comes back)."""
+        connection = self._connection
+
+        def confirmed(error: BaseException | None) -> None:
+            if error is None:
+                connection.ack(delivery)
+            else:
+                _log.warning("%s: forwarding %s not confirmed (%s); it stays in %s", self._service,
+                             copy.routing_key, error, self.version_queue)
+                connection.reject(delivery, requeue=True)
+
+        connection.publish(copy, on_confirm=confirmed)
 
     # ------------------------------------------------------------ per request
 
     def _handle(self, delivery: Delivery) -> None:
         props = delivery.properties
-        routing_key = self._routing_key_of(delivery)
+        routing_key = canonical_key(self._routing_key_of(delivery))  # <service>.<method>, routed or not
         method_name = routing_key.partition(".")[2]
         try:
             deadline = deadline_of(delivery.headers)
@@ -273,7 +341,7 @@ class RpcConsumer(ConsumesQueue, Extension):
         """``<service>.<method>``: a re-run copy comes back by queue name and says it in a header."""
         if delivery.exchange == "":
             origin = delivery.headers.get(ROUTING_KEY_HEADER)
-            if isinstance(origin, str) and origin.partition(".")[0] == self._service:
+            if isinstance(origin, str) and canonical_key(origin).partition(".")[0] == self._service:
                 return origin
         return delivery.routing_key
 
@@ -311,6 +379,8 @@ class RpcConsumer(ConsumesQueue, Extension):
 
 
 JSON_CODEC = codec_for(JSON)
+FORWARD_WINDOW = 2.0  # seconds a version's last worker keeps emptying its queue on stop
+FORWARD_POLL = 0.05
 _RERUN_DELAY_MS = 250  # before the first re-run of a request whose worker died; doubles after
 
 

@@ -56,21 +56,23 @@ LAYERS = (
            "resilience.retries", "resilience.window"),
           "Failing fast and retrying safely: circuit breakers, retry budgets, "
           "hedging, and the caller-side limits on what may wait."),
-    Layer(("cancellation.sender",), "A caller's side of cancellation: publishing cancels."),
+    Layer(("cancellation.sender", "route_updates"), "A caller's side of cancellation: publishing "
+          "cancels; live routing rules heard from `amqprpc route`.", independent=True),
     Layer(("cancellation.wire", "cancellation.token"), "The cancel message and the set of cancelled "
           "ids; one call's cancelled flag.", independent=True),
     Layer(("tracing.spans", "tracing.setup", "tracing.logs"), "The caller's spans, who installs "
           "OpenTelemetry, log records with trace ids.", independent=True),
     Layer(("tracing.propagation",), "W3C trace context in message headers."),
-    Layer(("topology", "dead_letters", "presence", "identity"), "Names and shapes on the broker: exchanges, "
-          "queues, dead letters and their headers, whether a queue has consumers, signed identity.",
-          independent=True),
+    Layer(("topology", "dead_letters", "presence", "identity", "signatures"), "Names and shapes on "
+          "the broker: exchanges, queues, dead letters and their headers, whether a queue has "
+          "consumers, signed identity, signed control messages.", independent=True),
     Layer(("messages",), "Sans-I/O envelopes: requests, replies, events, context headers."),
     Layer(("resilience.overload",), "Bounds on what may wait for a service: its queue's length, "
           "a caller's calls in flight (read by topology and calls)."),
     Layer(("config", "serialization", "contracts.validation"), "Values every part reads: settings, how "
           "bodies encode, and how pydantic checks the values of typed arguments.",
           independent=True),
+    Layer(("routing",), "Versions and canary shares: queue names, rules, the per-call choice."),
     Layer(("transport",), "The seam to the broker; imports nothing of amqprpc but exceptions."),
     Layer(("exceptions", "futures"), "At the bottom: the one exception tree (everything may raise) "
           "and settling futures (everything that waits).", independent=True),

@@ -22,6 +22,10 @@ class Call:
     correlation_id: str
     deadline: float
     timeout: float = 30.0
+    queue: str = ""
+
+    def __post_init__(self) -> None:
+        self.queue = self.queue or f"rpc-{self.service}"
 
 
 class ScriptedBroker:
@@ -105,12 +109,12 @@ def test_a_consumer_means_a_slow_handler_and_is_not_asked_again_soon(failed):
 def test_a_service_seen_a_moment_ago_gets_patience(failed):
     broker = ScriptedBroker({"rpc-svc": QueueInfo("rpc-svc", 1, 0)})
     presence = Presence(broker)
-    presence.seen("svc")  # a reply just now: a restart may be under way
+    presence.seen("rpc-svc")  # a reply just now: a restart may be under way
     pending = [sent("svc", "1", 2)]
     presence.sweep(pending, time.monotonic(), fail_into(failed))
     broker.run_io()
     assert failed == {}
-    presence._seen["svc"] -= PATIENCE  # as if that reply were PATIENCE ago
+    presence._seen["rpc-svc"] -= PATIENCE  # as if that reply were PATIENCE ago
     presence.sweep(pending, time.monotonic() + 1.0, fail_into(failed))  # past RECHECK
     broker.run_io()
     assert isinstance(failed["1"], ServiceUnavailable)
