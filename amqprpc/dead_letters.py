@@ -225,6 +225,14 @@ def original_queue(received: Received) -> str | None:
     return read_dead_letter(received).queue
 
 
+def dead_lettered_routing_key(headers: dict[str, Any]) -> str | None:
+    """The routing key a message had before the broker dead-lettered it (``x-death``)."""
+    keys = _first_death(headers).get("routing-keys")
+    if isinstance(keys, list) and keys:
+        return _text(keys[0])
+    return None
+
+
 def _first_death(headers: dict[str, Any]) -> dict[str, Any]:
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):

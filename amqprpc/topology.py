@@ -57,6 +57,9 @@ ROUTING: Final = Exchange("amqprpc.routing", "topic", durable=True, auto_delete=
 caller that obeys them has its own queue bound to ``route.*`` (amqprpc.route_updates)."""
 
 VERSION_QUEUE_EXPIRES_MS: Final = 30 * 60_000  # a version queue nobody consumed for 30 min goes
+# A request no worker of its version took this long goes on to the shared queue (dead-lettered
+# by the broker): a canary that died, or one that cannot keep up, strands nothing.
+VERSION_QUEUE_MAX_WAIT_MS: Final = 5_000
 
 CANCEL_QUEUE_MAX_LENGTH: Final = 10_000  # cancels a slow worker's queue holds; older ones drop
 
@@ -104,10 +107,13 @@ def rpc_queue_topology(config: Config, service: str, max_queue_length: int = 0) 
 def version_queue_topology(config: Config, service: str, version: str,
                            max_queue_length: int = 0) -> tuple[Entity, ...]:
     """The queue of ``version``'s workers, ``rpc-<service>@<version>``, bound to
-    ``<service>@<token>.*`` (amqprpc.routing): durable like the shared queue, so a canary
-    that dies leaves its calls to be redelivered, and expiring once unused for 30 minutes."""
+    ``<service>@<token>.*`` (amqprpc.routing): durable like the shared queue; a request
+    waiting in it longer than ``VERSION_QUEUE_MAX_WAIT_MS`` is dead-lettered into the shared
+    queue ``rpc-<service>``; the queue itself goes once unused for 30 minutes."""
     queue = version_queue(service, version)
-    arguments = {**(service_queue_arguments(config) or {}), "x-expires": VERSION_QUEUE_EXPIRES_MS}
+    arguments = {**(service_queue_arguments(config) or {}), "x-expires": VERSION_QUEUE_EXPIRES_MS,
+                 "x-message-ttl": VERSION_QUEUE_MAX_WAIT_MS, "x-dead-letter-exchange": "",
+                 "x-dead-letter-routing-key": f"rpc-{service}"}
     if max_queue_length:
         arguments.update(queue_bound_arguments(max_queue_length))
     return (rpc_exchange(config),

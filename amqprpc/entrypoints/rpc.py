@@ -25,7 +25,14 @@ from typing import Any
 
 from ..cancellation.worker import CancelListener
 from ..contracts.validation import MethodContract, method_contract
-from ..dead_letters import ROUTING_KEY_HEADER, Received, attempts_of, forward_copy, retry_copy
+from ..dead_letters import (
+    ROUTING_KEY_HEADER,
+    Received,
+    attempts_of,
+    dead_lettered_routing_key,
+    forward_copy,
+    retry_copy,
+)
 from ..exceptions import (
     AmqpRpcError,
     ConnectionLost,
@@ -338,11 +345,13 @@ class RpcConsumer(ConsumesQueue, Extension):
         self._republish(delivery, copy, delay_queue_arguments(self.queue_name, delay_ms))
 
     def _routing_key_of(self, delivery: Delivery) -> str:
-        """``<service>.<method>``: a re-run copy comes back by queue name and says it in a header."""
+        """``<service>.<method>``: a re-run copy comes back by queue name and says it in a
+        header; a request a version's workers did not take in time, in ``x-death``."""
         if delivery.exchange == "":
-            origin = delivery.headers.get(ROUTING_KEY_HEADER)
-            if isinstance(origin, str) and canonical_key(origin).partition(".")[0] == self._service:
-                return origin
+            for origin in (delivery.headers.get(ROUTING_KEY_HEADER),
+                           dead_lettered_routing_key(delivery.headers)):
+                if isinstance(origin, str) and canonical_key(origin).partition(".")[0] == self._service:
+                    return origin
         return delivery.routing_key
 
     def _reply(self, delivery: Delivery, codec: Codec, result: Any,
