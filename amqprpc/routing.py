@@ -22,6 +22,7 @@ version queue is gone is returned by the broker and sent again to the shared que
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -47,7 +48,14 @@ QUESTION_TIMEOUT: Final = 2.0
 
 def check_version(version: str) -> str:
     """``version`` if a worker may announce it (``2.1.0``, ``2.1.0-rc.1+abc``); ConfigError otherwise."""
-    if not isinstance(version, str) or len(version) > 64 or not _VERSION.match(version):
+    if not isinstance(version, str):
+        raise ConfigError(f"version {version!r}: must be a string such as \"2.1.0\"")
+    return _checked_version(version)
+
+
+@functools.lru_cache(maxsize=1024)  # checked on every routed call: once per name is enough
+def _checked_version(version: str) -> str:
+    if len(version) > 64 or not _VERSION.match(version):
         raise ConfigError(f"version {version!r}: at most 64 letters and digits, in parts joined "
                           "by one of . + - (2.1.0, 2.1.0-rc.1)")
     return version
@@ -66,6 +74,7 @@ def version_token(version: str) -> str:
     return check_version(version).replace(".", "_")
 
 
+@functools.lru_cache(maxsize=1024)
 def version_queue(service: str, version: str) -> str:
     """The queue of the workers of ``version``: ``rpc-<service>@<version>``."""
     return f"rpc-{service}@{check_version(version)}"
