@@ -11,8 +11,8 @@ memory is bounded by ``max_inflight`` x the decode limits, not by how many clien
 
 Identity reaches the service only as the context the bridge sets itself (``user_id``,
 ``roles``, ``idempotency_key`` -- a digest of the scoped key, not the client's --,
-``call_id_stack``); no client header is passed on. A call
-is never retried by the bridge.
+``call_id_stack``); no client header is passed on but those ``context_headers`` lists, each
+as the context key it names (never one of those four). A call is never retried by the bridge.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .params import bind_arguments, parse_json_body
 from .routing import Route, RouteTable
 from .settings import BridgeSettings
 
+MAX_CONTEXT_HEADER = 256  # characters of a forwarded header: a key to hash, not a payload
 _log = logging.getLogger("http_bridge")
 
 JSON_TYPE = "application/json"
@@ -138,7 +139,7 @@ class Gateway:
                       body: dict[str, Any] | None, identity: Identity, client: str) -> web.Response:
         key = request.headers.get("Idempotency-Key")
         if key is None:
-            return await self._invoke(route, kwargs, identity, request_id, None)
+            return await self._invoke(route, kwargs, identity, request_id, None, request.headers)
         fingerprint = IdempotencyCache.fingerprint(
             request.method, str(request.rel_url), json.dumps(body, sort_keys=True).encode())
         scope = scope_of(identity, client)
@@ -149,7 +150,8 @@ class Gateway:
             return response
         try:
             try:
-                response = await self._invoke(route, kwargs, identity, request_id, service_key(scope, key))
+                response = await self._invoke(route, kwargs, identity, request_id, service_key(scope, key),
+                                              request.headers)
             except ApiError as error:
                 response = self._error_response(error, request_id)
         except BaseException:
@@ -161,23 +163,27 @@ class Gateway:
         return response
 
     async def _invoke(self, route: Route, kwargs: dict[str, Any], identity: Identity, request_id: str,
-                      idempotency_key: str | None) -> web.Response:
+                      idempotency_key: str | None, headers: Mapping[str, str]) -> web.Response:
         result = await self.call(route.service, route.method, kwargs, identity, request_id,
                                  deadline=route.deadline, service_errors=route.errors,
-                                 idempotency_key=idempotency_key)
+                                 idempotency_key=idempotency_key, headers=headers)
         return web.Response(body=_dumps(result), content_type=JSON_TYPE)
 
     async def call(self, service: str, method: MethodDescriptor, kwargs: dict[str, Any], identity: Identity,
                    request_id: str, *, deadline: float, service_errors: Mapping[str, int],
-                   idempotency_key: str | None = None) -> Any:
+                   idempotency_key: str | None = None, headers: Mapping[str, str] | None = None) -> Any:
         """One RPC call with ``deadline``; failures as a mapped ApiError.
 
         The caller holds the in-flight cap (``admitted``) since before it parsed the body.
-        The context carries the identity and a ``call_id_stack`` naming the request, nothing
-        the client sent. Shared by every front end (REST routes, SOAP operations).
+        The context carries the identity and a ``call_id_stack`` naming the request; of what
+        the client sent, only the ``context_headers`` of ``headers`` (``check_headers``
+        checked them). Shared by every front end (REST routes, SOAP operations, WebSocket).
         """
         assert self.rpc is not None
-        context = identity.context()
+        context: dict[str, Any] = {}
+        if headers is not None and self.settings.context_headers:
+            context = self.forwarded_context(headers)
+        context.update(identity.context())
         context["call_id_stack"] = [f"http_bridge.request.{request_id}"]
         if idempotency_key is not None:
             context["idempotency_key"] = idempotency_key
@@ -220,6 +226,23 @@ class Gateway:
             raise ApiError(431, "headers_too_large",
                            f"the headers are {total} bytes; the limit is {self.settings.max_headers_total}",
                            headers={"Connection": "close"})
+        if self.settings.context_headers:
+            self.forwarded_context(request.headers)
+
+    def forwarded_context(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        """The ``context_headers`` a request carries, as context; 400 for a value that is too
+        long (past 256 characters) or not printable, naming the header."""
+        context: dict[str, Any] = {}
+        for header, key in self.settings.context_headers.items():
+            value = headers.get(header)
+            if value is None:
+                continue
+            if len(value) > MAX_CONTEXT_HEADER or not value.isprintable():
+                raise ApiError(400, "invalid_header",
+                               f"header {header} must be printable and at most {MAX_CONTEXT_HEADER} "
+                               f"characters (it travels on as context {key!r})")
+            context[key] = value
+        return context
 
     def check_available(self, service: str) -> None:
         """503 at once when the call cannot succeed: no live instance, no broker, alarm."""

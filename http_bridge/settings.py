@@ -126,6 +126,11 @@ class BridgeSettings:
     ws_auth_timeout: float = 5.0  # a socket without credentials must send its auth frame by then
     ws_event_queue_max: int = 10_000  # events the broker holds for the bridge's queue (oldest dropped)
     # the operators' page (GET /dashboard, docs/bridge.md "Dashboard"); off unless enabled
+    # HTTP header -> context key: each listed header a client sends travels on as that context
+    # value, to the service and every call it makes (sticky canary routing by a header:
+    # [routing.<service>] sticky = "context:<key>"). Keys the bridge or the identity set are refused.
+    context_headers: Mapping[str, str] = field(default_factory=dict)
+
     dashboard: bool = False
     dashboard_roles: tuple[str, ...] = ("admin",)  # state.json needs one of these roles
 
@@ -181,6 +186,16 @@ class BridgeSettings:
         if self.ws_slow_client not in ("drop", "disconnect"):
             raise ConfigError("bridge.ws_slow_client must be 'drop' or 'disconnect', "
                               f"got {self.ws_slow_client!r}")
+        for header, key in self.context_headers.items():
+            if not isinstance(header, str) or not _HEADER_NAME.match(header):
+                raise ConfigError(f"bridge.context_headers: {header!r} is not a header name "
+                                  "(letters, digits and '-')")
+            if not isinstance(key, str) or not _CONTEXT_KEY.match(key) or key in RESERVED_CONTEXT_KEYS:
+                raise ConfigError(f"bridge.context_headers[{header!r}]: {key!r} is not a context key a "
+                                  "client may set (letters, digits, '_' and '-', at most 64; not "
+                                  f"{', '.join(sorted(RESERVED_CONTEXT_KEYS))})")
+        if len({key for key in self.context_headers.values()}) < len(self.context_headers):
+            raise ConfigError("bridge.context_headers: two headers name the same context key")
         if self.cors_max_age < 0:
             raise ConfigError(f"bridge.cors_max_age must not be negative, got {self.cors_max_age!r}")
 
@@ -214,6 +229,9 @@ class BridgeSettings:
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+_CONTEXT_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# What the bridge sets itself or a worker trusts: never from a client header.
+RESERVED_CONTEXT_KEYS = frozenset({"user_id", "roles", "auth_token", "call_id_stack", "idempotency_key"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

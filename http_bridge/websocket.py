@@ -305,7 +305,8 @@ class _Session:
             with gateway.admitted():
                 kwargs = bind_arguments(route.method, path_params, query, args)
                 result = await gateway.call(route.service, route.method, kwargs, identity, request_id,
-                                            deadline=route.deadline, service_errors=route.errors)
+                                            deadline=route.deadline, service_errors=route.errors,
+                                            headers=self.request.headers)
             reply = _dumps({"id": frame_id, "result": result})
         except ApiError as error:
             status = error.status

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -142,7 +143,8 @@ class SoapEndpoint:
             kwargs = operation.decode_arguments(element)
             key = request.headers.get("Idempotency-Key")
             if key is None:
-                response = await self._invoke(service, operation, kwargs, identity, request_id, None)
+                response = await self._invoke(service, operation, kwargs, identity, request_id, None,
+                                              request.headers)
             else:
                 response = await self._idempotent(request, body, key, service, operation, kwargs,
                                                   identity, request_id)
@@ -151,10 +153,11 @@ class SoapEndpoint:
         return label, response
 
     async def _invoke(self, service: SoapService, operation: SoapOperation, kwargs: dict[str, Any],
-                      identity: Identity, request_id: str, key: str | None) -> web.Response:
+                      identity: Identity, request_id: str, key: str | None,
+                      headers: Mapping[str, str]) -> web.Response:
         result = await self.gateway.call(service.name, operation.method, kwargs, identity, request_id,
                                          deadline=operation.deadline, service_errors=service.errors,
-                                         idempotency_key=key)
+                                         idempotency_key=key, headers=headers)
         try:
             body = write_reply(service, operation, result)
         except ResultMismatch as exc:
@@ -180,7 +183,7 @@ class SoapEndpoint:
             return response
         try:
             response = await self._invoke(service, operation, kwargs, identity, request_id,
-                                          service_key(scope, key))
+                                          service_key(scope, key), request.headers)
         except BaseException:
             cache.abandon(scope, key)
             raise

@@ -357,3 +357,41 @@ def test_ops_endpoints_and_openapi(setup):
         assert (await client.post("/healthz")).status == 405
 
     run_app(app, scenario)
+
+
+def test_context_headers_travel_as_context_and_nothing_else_does(setup):
+    """A listed header becomes its context key (sticky canary routing by a header); unlisted
+    ones and the identity keys never come from the client."""
+    app, fake = setup(context_headers={"X-Session-Id": "session", "Accept-Language": "language"})
+
+    async def scenario(client):
+        response = await client.get("/users/1", headers={**READER, "X-Session-Id": "s-42",
+                                                          "Accept-Language": "de", "X-Other": "x"})
+        assert response.status == 200, await response.text()
+        context = fake.calls[-1]["context"]
+        assert context["session"] == "s-42" and context["language"] == "de"
+        assert context["user_id"] == "bob" and "X-Other" not in context and "other" not in context
+
+        response = await client.get("/users/1", headers=READER)  # absent: no key at all
+        assert response.status == 200 and "session" not in fake.calls[-1]["context"]
+
+        calls = len(fake.calls)
+        for bad in ("x" * 257, "tab\there"):
+            response = await client.get("/users/1", headers={**READER, "X-Session-Id": bad})
+            assert response.status == 400
+            body = await response.json()
+            assert "X-Session-Id" in body["error"]["message"] and "'session'" in body["error"]["message"]
+        assert len(fake.calls) == calls  # refused before anything was sent
+
+    run_app(app, scenario)
+
+
+def test_without_context_headers_no_client_header_reaches_the_context(setup):
+    app, fake = setup()
+
+    async def scenario(client):
+        response = await client.get("/users/1", headers={**READER, "X-Session-Id": "s-42"})
+        assert response.status == 200
+        assert set(fake.calls[-1]["context"]) == {"user_id", "roles", "call_id_stack"}
+
+    run_app(app, scenario)

@@ -28,12 +28,24 @@ def test_settings_from_file_and_environment(tmp_path):
 @pytest.mark.parametrize("table", [
     "[bridge]\nnope = 1\n", "[bridge]\nport = \"x\"\n", "[bridge]\nmax_body_size = 0\n",
     "[bridge.deadlines]\n\"a.b\" = -1\n", "[bridge]\nexpected_error_status = 500\n",
+    "[bridge.context_headers]\n\"X-User\" = \"user_id\"\n",  # an identity key
+    "[bridge.context_headers]\n\"X-Stack\" = \"call_id_stack\"\n",
+    "[bridge.context_headers]\n\"X_Bad\" = \"session\"\n",  # not a header the bridge accepts
+    "[bridge.context_headers]\n\"X-A\" = \"a b\"\n",  # not a context key
+    "[bridge.context_headers]\n\"X-A\" = \"s\"\n\"X-B\" = \"s\"\n",  # one key, two headers
 ])
 def test_bad_settings_are_config_errors(tmp_path, table):
     path = tmp_path / "amqprpc.toml"
     path.write_text(table)
     with pytest.raises(ConfigError):
         BridgeSettings.from_config(Config.load(path, env={}))
+
+
+def test_context_headers_from_the_file(tmp_path):
+    path = tmp_path / "amqprpc.toml"
+    path.write_text('[bridge.context_headers]\n"X-Session-Id" = "session"\n')
+    settings = BridgeSettings.from_config(Config.load(path, env={}))
+    assert settings.context_headers == {"X-Session-Id": "session"}
 
 
 def test_new_key_prints_a_loadable_entry(tmp_path, capsys):

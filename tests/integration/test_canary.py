@@ -22,7 +22,7 @@ def _service(name: str) -> type:
     class Versioned:
         config = Config()
 
-        @rpc
+        @rpc(http=True, public=True)  # POST /rpc/<service>/which on the bridge
         def which(self) -> str:
             return self.config.service_version or "stable"
 
@@ -160,3 +160,53 @@ def test_nameko_style_calls_keep_reaching_the_shared_queue(service, config, work
     with ClusterRpcClient(config=config.replace(routing_updates=0)) as client:
         assert client._caller.router is None
         assert _shares(client, service, 50) == {"2.0.0": 50}
+
+
+def test_the_bridge_routes_by_a_header_and_keeps_a_session_on_one_version(service, config):
+    """Through the bridge, sticky by an HTTP header: ``[bridge.context_headers]`` makes it a
+    context value, the rule ``sticky = "context:session"`` hashes it (docs/protocol.md)."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from amqprpc.runner import service_container
+    from http_bridge import BridgeSettings, create_app
+
+    cls = _service(service)  # announced, as `amqprpc run` serves them: the bridge learns the route
+    workers = [service_container(cls, config.replace(service_version="2.0.0")),
+               service_container(cls, config.replace(service_version="2.1.0", canary=1))]
+    for worker in workers:
+        worker.start()
+
+    routed = _routed(config, service, weight=0.5, sticky="context:session")
+    settings = BridgeSettings(allow_anonymous=True, rate_limit=0, services=(service,),
+                              context_headers={"X-Session-Id": "session"})
+
+    async def scenario() -> dict[str, set[str]]:
+        app = create_app(routed, settings=settings)
+        seen: dict[str, set[str]] = collections.defaultdict(set)
+        async with TestClient(TestServer(app)) as client:
+            async def which(session: str) -> str:
+                response = await client.post(f"/rpc/{service}/which", json={},
+                                             headers={"X-Session-Id": session})
+                assert response.status == 200, await response.text()
+                return str(await response.json())
+
+            deadline = time.monotonic() + 20
+            while (await client.post(f"/rpc/{service}/which", json={})).status == 404:
+                assert time.monotonic() < deadline, "the bridge never learnt the service's route"
+                await asyncio.sleep(0.05)
+            while "2.1.0" not in {await which(f"probe-{n}") for n in range(20)}:
+                assert time.monotonic() < deadline, "no call through the bridge reached the canary"
+            for session in range(30):
+                for _ in range(5):
+                    seen[f"s-{session}"].add(await which(f"s-{session}"))
+        return seen
+
+    try:
+        seen = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert all(len(versions) == 1 for versions in seen.values()), seen
+    assert {next(iter(v)) for v in seen.values()} == {"2.0.0", "2.1.0"}
