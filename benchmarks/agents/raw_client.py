@@ -5,7 +5,10 @@ request from inside the delivery callback; ``connection.blocked`` is not negotia
 publishing there does not re-enter the frame reader. Latency is issue -> reply arrival.
 
 With ``nameko_wire`` it sends what amqprpc and Nameko send: through the ``nameko-rpc``
-topic exchange to ``<service>.echo``, ``mandatory``, with a deadline header and a TTL.
+topic exchange to ``<service>.echo``, ``mandatory``, persistent (``delivery_mode`` 2: kombu's
+default, so Nameko's requests are, and amqprpc's since issue #19), with a deadline header and
+a TTL. Before 2026-12-04 this floor sent transient messages: results files up to then measured
+the cheaper wire.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class PipelinedClient:
                 amqp.Message(body, correlation_id=correlation_id, reply_to=REPLY_TO,
                              content_type="application/json", content_encoding="utf-8",
                              application_headers={"x-amqprpc-deadline": time.time() + 30},
-                             expiration="30000"),
+                             expiration="30000", delivery_mode=2),
                 exchange="nameko-rpc", routing_key=f"{self.service}.echo", mandatory=True,
             )
         else:

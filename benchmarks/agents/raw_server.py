@@ -22,8 +22,10 @@ def main() -> None:
     p = _common.params()
     connection = _amqp.connect(p["url"])
     channel = connection.channel()
-    channel.queue_declare(p["queue"], durable=False, auto_delete=True)
-    if p.get("bind"):  # Nameko's wire: requests come through the nameko-rpc topic exchange
+    # Nameko's wire: a durable queue (as rpc-<service> is), so persistent requests are
+    # handled as persistent, and requests through the nameko-rpc topic exchange
+    channel.queue_declare(p["queue"], durable=bool(p.get("bind")), auto_delete=True)
+    if p.get("bind"):
         channel.exchange_declare("nameko-rpc", "topic", durable=True, auto_delete=False)
         channel.queue_bind(p["queue"], "nameko-rpc", p["bind"])
     channel.basic_qos(0, p.get("prefetch", 100), False)
