@@ -5,6 +5,10 @@ Runs every workload (or ``--only`` some), writes ``benchmarks/results/<date>.jso
 (on a full run) ``docs/benchmarks.md`` with charts in ``docs/benchmarks/``. ``--quick``
 is a smoke run (one round of ~1 s per cell) that writes only the JSON unless ``--docs``
 is given. ``--report RESULTS.json`` re-renders the page and charts from a results file.
+``--compare [RESULTS.json]`` sets every figure against an earlier run (default: the newest
+other file in benchmarks/results/), on the page and on stderr (benchmarks/compare.py).
+
+Exit status: 0; 1 when a workload failed; 3 when ``--compare`` found a regression.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from amqprpc.config import mask_password
 
-from . import procstat, report, venvs
+from . import compare, procstat, report, venvs
 from .runner import REPO, Bench, BenchError, broker_info
 from .systems import BY_NAME as SYSTEMS
 from .workloads import BY_NAME as WORKLOADS
@@ -51,6 +55,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="do not measure: render the report and charts from this results file")
     parser.add_argument("--baseline", type=Path, metavar="RESULTS.json",
                         help="an earlier results file: the report shows amqprpc's key figures next to it")
+    parser.add_argument("--compare", nargs="?", const="latest", metavar="RESULTS.json",
+                        help="set every figure against an earlier results file (default: the newest "
+                             "other one in --out); exit 3 when one regressed beyond its noise band")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     args = parser.parse_args(argv)
     names = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
@@ -75,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         results = report.load(args.report)
         results["results_file"] = args.report.name
-        publish(results, args.report, args.docs or REPO / "docs" / "benchmarks.md", args.baseline)
-        return 0
+        previous = previous_run(args, args.report)
+        publish(results, args.report, args.docs or REPO / "docs" / "benchmarks.md", args.baseline, previous)
+        return compared(results, previous, 0)
     workloads = [w for w in ORDER if not args.only or w.name in args.only]
     notes: list[str] = []
     wanted = {s for w in workloads for s in w.systems if s.name in args.systems}
@@ -150,14 +158,46 @@ def main(argv: list[str] | None = None) -> int:
     log(f"results: {path}")
     docs = None if args.no_docs else (args.docs or (None if args.quick or args.only else
                                                      REPO / "docs" / "benchmarks.md"))
+    previous = previous_run(args, path)
     if docs is not None:
-        publish(results, path, docs, args.baseline)
+        publish(results, path, docs, args.baseline, previous)
     failed = any("error" in w or any(c.get("error") for c in w["cells"])
                  for w in results["workloads"].values())
-    return 1 if failed else 0
+    return compared(results, previous, 1 if failed else 0)
 
 
-def publish(results: dict[str, Any], results_path: Path, docs: Path, baseline_path: Path | None) -> None:
+def previous_run(args: argparse.Namespace, this_run: Path) -> dict[str, Any] | None:
+    """The results ``--compare`` names (or the newest other one), loaded; None without it."""
+    if args.compare is None:
+        return None
+    path = (compare.previous_results(args.out, this_run) if args.compare == "latest"
+            else Path(args.compare))
+    if path is None:
+        raise SystemExit(f"--compare: no earlier results file in {args.out}")
+    if not path.exists():
+        raise SystemExit(f"--compare: {path} does not exist")
+    previous = report.load(path)
+    previous["results_file"] = path.name
+    return previous
+
+
+def compared(results: dict[str, Any], previous: dict[str, Any] | None, status: int) -> int:
+    """Print ``--compare``'s regressions; 3 if any (a failed workload's 1 wins)."""
+    if previous is None:
+        return status
+    rows = compare.compare(previous, results)
+    warning = compare.machine_warning(previous, results)
+    if warning:
+        log(warning)
+    found = compare.regressions(rows)
+    for row in found:
+        log("REGRESSED " + compare.line(row))
+    log(f"compared {len(rows)} figures with {previous['results_file']}: {len(found)} regressed")
+    return status or (3 if found else 0)
+
+
+def publish(results: dict[str, Any], results_path: Path, docs: Path, baseline_path: Path | None,
+            previous: dict[str, Any] | None = None) -> None:
     """Charts (in the bench venv) and the markdown page."""
     charts_dir = docs.parent / docs.stem
     python = venvs.existing_python()
@@ -177,7 +217,7 @@ def publish(results: dict[str, Any], results_path: Path, docs: Path, baseline_pa
     if baseline_path is not None:
         baseline = report.load(baseline_path)
         baseline.setdefault("results_file", baseline_path.name)
-    report.write(results, docs, charts, REPO / "benchmarks" / "analysis.md", baseline)
+    report.write(results, docs, charts, REPO / "benchmarks" / "analysis.md", baseline, previous)
     log(f"report: {docs}" + (f", charts: {', '.join(charts)}" if charts else ""))
 
 

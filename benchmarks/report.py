@@ -27,6 +27,12 @@ TARGETS = {
     "seq_p50_ratio": 1.3,  # sequential p50: amqprpc <= 1.3x raw
     "http_ratio": 3.5,  # bridge >= 3.5x Nameko's gateway
     "idle_rss_mib": 30.0,  # one idle worker
+    # issue #18: against what users would pick instead
+    "wire_p50_ratio": 1.15,  # sequential p50: amqprpc <= 1.15x raw py-amqp on Nameko's wire
+    "server_cpu_ms": 0.22,  # window 8 B: worker CPU per call (grpc.aio's published unary cost)
+    "faststream_ratio": 5.0,  # window 8 B: amqprpc >= 5x FastStream
+    "aiopika_ratio": 3.0,  # window 8 B: amqprpc >= 3x aio-pika JsonRPC
+    "faststream_http_ratio": 1.5,  # HTTP: bridge >= 1.5x FastStream's FastAPI path
 }
 
 
@@ -238,9 +244,28 @@ def targets_section(results: dict[str, Any]) -> str:
     if ours_seq and wire_seq and ours_seq["p50_ms"] and wire_seq["p50_ms"]:
         r = ours_seq["p50_ms"] / wire_seq["p50_ms"]
         ratio_row("sequential p50: amqprpc / raw py-amqp on Nameko's wire (same messages)",
-                  f"<= {TARGETS['seq_p50_ratio']:.1f}x", lambda x: x <= TARGETS["seq_p50_ratio"], r,
+                  f"<= {TARGETS['wire_p50_ratio']:.2f}x", lambda x: x <= TARGETS["wire_p50_ratio"], r,
                   paired_ratios(results, "seq", "8 B", "amqprpc", "raw-wire", key="p50_ms"),
                   f"{r:.2f}x ({ours_seq['p50_ms']:.2f} vs {wire_seq['p50_ms']:.2f} ms)")
+    if ours and ours["cpu_ms"]["server"] is not None:
+        goal = TARGETS["server_cpu_ms"]
+        ratio_row("worker CPU per call, 100 in flight, 8 B (amqprpc)", f"<= {goal:.2f} ms",
+                  lambda x: x <= goal, ours["cpu_ms"]["server"], [], f"{ours['cpu_ms']['server']:.3f} ms")
+    for peer, key in (("faststream", "faststream_ratio"), ("aio-pika", "aiopika_ratio")):
+        theirs = find(window, peer, "8 B")
+        if ours and theirs and ours["rate_median"] and theirs["rate_median"]:
+            r = ours["rate_median"] / theirs["rate_median"]
+            goal = TARGETS[key]
+            ratio_row(f"throughput, 100 in flight, 8 B: amqprpc / {label(peer)}", f">= {goal:.1f}x",
+                      lambda x, goal=goal: x >= goal, r,
+                      paired_ratios(results, "window", "8 B", "amqprpc", peer), f"{r:.2f}x")
+    bridge, faststream_http = find(http, "amqprpc"), find(http, "faststream")
+    if bridge and faststream_http and bridge["rate_median"] and faststream_http["rate_median"]:
+        r = bridge["rate_median"] / faststream_http["rate_median"]
+        goal = TARGETS["faststream_http_ratio"]
+        ratio_row("HTTP: amqprpc bridge / FastStream behind FastAPI", f">= {goal:.1f}x",
+                  lambda x: x >= goal, r,
+                  paired_ratios(results, "http", "50 connections", "amqprpc", "faststream"), f"{r:.2f}x")
     bridge, gateway = find(http, "amqprpc"), find(http, "nameko")
     if bridge and gateway and bridge["rate_median"] and gateway["rate_median"]:
         r = bridge["rate_median"] / gateway["rate_median"]
@@ -289,6 +314,29 @@ def baseline_section(results: dict[str, Any], baseline: dict[str, Any]) -> str:
                   f"this run: {results.get('results_file', '?')}, {revision(results)}"], rows)
 
 
+def compare_section(results: dict[str, Any], previous: dict[str, Any]) -> str:
+    """``--compare``: every figure both runs measured, against its noise band."""
+    from . import compare
+
+    rows = compare.compare(previous, results)
+    if not rows:
+        return ""
+    lines = []
+    warning = compare.machine_warning(previous, results)
+    if warning:
+        lines += [f"**{warning}**", ""]
+    regressed = compare.regressions(rows)
+    lines += [f"{len(regressed)} of {len(rows)} figures regressed beyond their noise band." if regressed
+              else f"None of {len(rows)} figures regressed beyond its noise band.", ""]
+    body = [f"| {r.workload} | {r.variant} | {label(r.system)} | {r.figure} | {r.before:,.4g} "
+            f"| {r.after:,.4g} | {r.change:+.1%} | {r.band:.0%} "
+            f"| {'**regressed**' if r.verdict == 'regressed' else r.verdict} |" for r in rows]
+    lines.append(table(["workload", "variant", "system", "figure",
+                        f"before ({previous.get('results_file', '?')}, {revision(previous)})",
+                        f"this run ({results.get('results_file', '?')})", "change", "band", "verdict"], body))
+    return "\n".join(lines)
+
+
 def revision(results: dict[str, Any]) -> str:
     """The amqprpc revision a run measured (and the one at its end, if it changed)."""
     version = str(results.get("versions", {}).get("amqprpc", "?"))
@@ -332,7 +380,9 @@ SECTIONS = (
      "One caller, one call at a time: the latency floor. amqprpc: `ClusterRpcClient`, "
      "Nameko: `ClusterRpcProxy`, raw: the single-threaded py-amqp client C1 through the default "
      "exchange; raw on Nameko's wire: C1 sending the messages amqprpc and Nameko send (the "
-     "`nameko-rpc` topic exchange, `mandatory`, a deadline header, a TTL)."),
+     "`nameko-rpc` topic exchange, `mandatory`, persistent to a durable queue, a deadline header, "
+     "a TTL). The peers (FastStream, aio-pika, Celery, gRPC) are set up as the Peers section "
+     "below describes."),
     ("window", "2. One client process, 100 calls in flight",
      "One client process keeps 100 `call_async` futures in flight and takes the replies in FIFO "
      "order (latency = time in flight). The raw client C1 pipelines 100 requests from its "
@@ -345,7 +395,7 @@ SECTIONS = (
 
 
 def render(results: dict[str, Any], *, charts: list[str], analysis: str | None,
-           baseline: dict[str, Any] | None = None) -> str:
+           baseline: dict[str, Any] | None = None, previous: dict[str, Any] | None = None) -> str:
     """The whole of docs/benchmarks.md."""
     out = [
         "# Benchmarks: amqprpc vs Nameko vs the raw py-amqp limit",
@@ -363,13 +413,17 @@ def render(results: dict[str, Any], *, charts: list[str], analysis: str | None,
         "",
         "and this page was rendered from its results with `python -m benchmarks --report "
         f"benchmarks/results/{results.get('results_file', '?')}"
-        + (f" --baseline benchmarks/results/{baseline.get('results_file', '?')}`." if baseline else "`."),
+        + (f" --baseline benchmarks/results/{baseline.get('results_file', '?')}" if baseline else "")
+        + (f" --compare benchmarks/results/{previous.get('results_file', '?')}`." if previous else "`."),
         "",
         "It builds its own virtualenv for what it compares against (`.cache/bench-venvs/`: "
         "Nameko 2.14.1 from PyPI with the pins of the compat suite, py-amqp for the raw scripts, "
         "matplotlib for the charts), runs every workload, writes the raw results to "
         "`benchmarks/results/<date>.json`, this page and its charts. `--quick` is a smoke run, "
-        "`--only WORKLOAD` runs one workload, `--rounds N` / `--duration S` set the effort.",
+        "`--only WORKLOAD` runs one workload, `--rounds N` / `--duration S` set the effort, "
+        "`--compare [RESULTS.json]` sets every figure against an earlier run (by default the newest "
+        "other file in `benchmarks/results/`) and exits 3 when one regressed beyond its noise band: "
+        "the larger of 5 % and the spread of its rounds in either run.",
         "",
         "## Environment",
         "",
@@ -396,13 +450,18 @@ def render(results: dict[str, Any], *, charts: list[str], analysis: str | None,
     ]
     targets = targets_section(results)
     if targets:
-        out += ["## Targets (issue #7)", "", targets, ""]
+        out += ["## Targets (issues #7, #18)", "", targets, ""]
     compared = baseline_section(results, baseline) if baseline else ""
     if compared:
         out += ["## Against an earlier run", "",
                 "The same workloads measured before a change to amqprpc (the systems it is compared "
                 "with did not change). Each run has its own machine load: compare CPU-ms per call "
                 "and same-round ratios rather than calls/s.", "", compared, ""]
+    against = compare_section(results, previous) if previous else ""
+    if against:
+        out += ["## Against the previous run (--compare)", "",
+                "Absolute figures compare only on the same machine under the same load; the "
+                "same-round ratios are the robust ones.", "", against, ""]
     for key, title, text in SECTIONS:
         section = rpc_section(results, key)
         if section:
@@ -448,10 +507,10 @@ def render(results: dict[str, Any], *, charts: list[str], analysis: str | None,
 
 
 def write(results: dict[str, Any], docs: Path, charts: list[str], analysis_file: Path,
-          baseline: dict[str, Any] | None = None) -> None:
+          baseline: dict[str, Any] | None = None, previous: dict[str, Any] | None = None) -> None:
     analysis = analysis_file.read_text() if analysis_file.exists() else None
     docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(render(results, charts=charts, analysis=analysis, baseline=baseline))
+    docs.write_text(render(results, charts=charts, analysis=analysis, baseline=baseline, previous=previous))
 
 
 def load(path: Path) -> dict[str, Any]:
