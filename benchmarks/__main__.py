@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = previous_run(args, args.report)
         publish(results, args.report, args.docs or REPO / "docs" / "benchmarks.md", args.baseline, previous)
         return compared(results, previous, 0)
+    previous = previous_run(args, None)  # before measuring: a wrong path fails now, not in 15 minutes
     workloads = [w for w in ORDER if not args.only or w.name in args.only]
     notes: list[str] = []
     wanted = {s for w in workloads for s in w.systems if s.name in args.systems}
@@ -158,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     log(f"results: {path}")
     docs = None if args.no_docs else (args.docs or (None if args.quick or args.only else
                                                      REPO / "docs" / "benchmarks.md"))
-    previous = previous_run(args, path)
     if docs is not None:
         publish(results, path, docs, args.baseline, previous)
     failed = any("error" in w or any(c.get("error") for c in w["cells"])
@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     return compared(results, previous, 1 if failed else 0)
 
 
-def previous_run(args: argparse.Namespace, this_run: Path) -> dict[str, Any] | None:
-    """The results ``--compare`` names (or the newest other one), loaded; None without it."""
+def previous_run(args: argparse.Namespace, this_run: Path | None) -> dict[str, Any] | None:
+    """The results ``--compare`` names (or the newest one before ``this_run``), loaded; None
+    without the flag."""
     if args.compare is None:
         return None
     path = (compare.previous_results(args.out, this_run) if args.compare == "latest"
