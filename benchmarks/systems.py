@@ -164,9 +164,16 @@ class System:
     # ------------------------------------------------------------------ HTTP
 
     def start_http(self, bench: Bench, service: str, path: str, port: int) -> list[Proc]:
-        """The echo service behind an HTTP front (the bridge, or a Nameko ``@http`` gateway),
-        each in its own process; returns when ``POST path`` answers 200."""
-        if self.name == "amqprpc":
+        """The echo service behind an HTTP front (the bridge, a Nameko ``@http`` gateway, or
+        FastStream's FastAPI ``RabbitRouter`` under uvicorn), each in its own process; returns
+        when ``POST path`` answers 200."""
+        if self.name == "faststream":
+            [echo] = self._start_peer_echo(bench, service, 1)
+            front = bench.spawn(f"faststream-gw-{service}", [
+                self.python(bench), str(AGENTS / "faststream_gateway.py"),
+                bench.params(url=bench.url, queue=self.echo_queue(service), path=path, port=port),
+            ])
+        elif self.name == "amqprpc":
             bench.remember_queue(f"rpc-{service}")
             echo = bench.spawn(f"amqprpc-http-echo-{service}", [
                 self.python(bench), "-m", "amqprpc", "run", "benchmarks.agents.amqprpc_echo",
@@ -180,7 +187,7 @@ class System:
                 "AMQPRPC_BRIDGE_RATE_LIMIT": "0",  # one client IP sends everything here
                 "AMQPRPC_BRIDGE_SERVICES": service,  # only this run's echo: no foreign routes
             })
-        else:
+        elif self.name == "nameko":
             gateway = f"{service}-gw"
             bench.remember_queue(f"rpc-{service}")
             bench.remember_queue(f"rpc-{gateway}")
@@ -190,6 +197,8 @@ class System:
             front = self._nameko(bench, "benchmarks.agents.nameko_gateway", f"nameko-gw-{service}",
                                  {"BENCH_SERVICE": service, "BENCH_GATEWAY": gateway,
                                   "BENCH_HTTP_PATH": path}, web_port=port)
+        else:
+            raise ValueError(f"{self.name} has no HTTP front of its own")
         bench.wait_http(port, path, [echo, front])
         return [echo, front]
 

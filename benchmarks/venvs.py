@@ -24,8 +24,11 @@ from tests.compat.nameko_env import REQUIREMENTS as NAMEKO_REQUIREMENTS
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = (*NAMEKO_REQUIREMENTS, "matplotlib==3.10.8")
 # Each at the version the comparison names (docs/benchmarks.md, "Peers").
+# FastAPI + uvicorn: FastStream's HTTP path (its ``faststream.rabbit.fastapi.RabbitRouter``),
+# served by uvicorn on its fast loop and parser (uvloop, httptools), as it is deployed.
 PEER_REQUIREMENTS = ("faststream[rabbit]==0.7.8", "aio-pika==10.2.1", "celery==5.7.0",
-                     "grpcio==1.85.1")
+                     "grpcio==1.85.1", "fastapi==0.163.2", "uvicorn==0.54.0", "uvloop==0.23.0",
+                     "httptools==0.9.0")
 READY_MARKER = ".bench-ready"
 BUILD_TIMEOUT = 900
 

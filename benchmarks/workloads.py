@@ -20,7 +20,7 @@ from typing import Any
 
 from . import procstat
 from .runner import START_TIMEOUT, Bench, BenchError, Proc, Window, free_port
-from .systems import AMQPRPC, NAMEKO, PEERS, RAW, RAW_WIRE, System, event_queue
+from .systems import AMQPRPC, FASTSTREAM, NAMEKO, PEERS, RAW, RAW_WIRE, System, event_queue
 
 PAYLOADS = {"8 B": 8, "1 KiB": 1024, "64 KiB": 64 * 1024}
 WINDOW = 100
@@ -423,7 +423,7 @@ WORKLOADS = (
              pipelined),
     Workload("scaling", "3. Four client processes x 25 in flight; 1, 2, 4 worker processes",
              (AMQPRPC, NAMEKO, RAW), scaling),
-    Workload("http", "4. HTTP: wrk -t2 -c50 -> front -> RPC -> echo", (AMQPRPC, NAMEKO), http,
+    Workload("http", "4. HTTP: wrk -t2 -c50 -> front -> RPC -> echo", (AMQPRPC, NAMEKO, FASTSTREAM), http,
              needs=("wrk",)),
     Workload("events", "5. Events: dispatch -> handled", (AMQPRPC, NAMEKO), events),
     Workload("memory", "6a. Worker RSS, idle and after load", (AMQPRPC, NAMEKO, RAW), memory),
