@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,10 +79,11 @@ PEERS = ("faststream", "aio-pika", "celery", "grpc", "grpc-aio")
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_every_peer_starts_answers_and_is_torn_down(amqp_uri: str, tmp_path: Path) -> None:
-    """Each contender of issue #18 in its own venv: started, called, stopped, and reported."""
+    """Each contender of issue #18 in its own venv: started, called, stopped, and reported;
+    FastStream also behind FastAPI, called over HTTP by wrk (when wrk is installed)."""
     out = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "seq", "--duration", "0.5",
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "seq,http", "--duration", "0.5",
          "--systems", ",".join(PEERS), "--broker", amqp_uri, "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=280,
     )
@@ -95,6 +97,12 @@ def test_every_peer_starts_answers_and_is_torn_down(amqp_uri: str, tmp_path: Pat
         [record] = cell["rounds"]
         assert record["errors"] == 0 and record["calls_per_s"] > 0, system
     assert {"faststream", "aio-pika", "celery", "grpcio"} <= set(results["versions"])
+    if shutil.which("wrk"):
+        [http] = results["workloads"]["http"]["cells"]  # the only peer with an HTTP front of its own
+        assert http["system"] == "faststream" and http["error"] is None, http
+        assert http["rounds"][0]["calls_per_s"] > 0 and http["rounds"][0]["errors"] == 0
+    else:
+        assert any("Workload http skipped" in note for note in results["notes"])
     page = render(results, charts=[], analysis=None)
     for label in ("FastStream 0.7.8", "aio-pika 10.2.1", "Celery 5.7.0", "gRPC 1.85.1 sync", "grpc.aio"):
         assert label in page
