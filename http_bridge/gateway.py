@@ -12,7 +12,8 @@ memory is bounded by ``max_inflight`` x the decode limits, not by how many clien
 Identity reaches the service only as the context the bridge sets itself (``user_id``,
 ``roles``, ``idempotency_key`` -- a digest of the scoped key, not the client's --,
 ``call_id_stack``); no client header is passed on but those ``context_headers`` lists, each
-as the context key it names (never one of those four). A call is never retried by the bridge.
+as the context key it names (never one the bridge sets or a worker trusts: settings.py
+refuses them). A call is never retried by the bridge.
 """
 
 from __future__ import annotations
