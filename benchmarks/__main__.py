@@ -256,7 +256,7 @@ def versions(bench_python: Path | None, peers_python: Path | None = None) -> dic
             found[key] = version
     if peers_python is not None:
         peers = venvs.installed_versions(peers_python, ("faststream", "aio-pika", "aiormq", "celery",
-                                                        "kombu", "grpcio"))
+                                                        "kombu", "grpcio", "fastapi", "uvicorn"))
         for name, version in peers.items():
             found[f"{name} (peers venv)" if name == "kombu" else name] = version
     wrk = procstat.tool_version(["wrk", "-v"])

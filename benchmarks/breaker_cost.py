@@ -23,7 +23,7 @@ from typing import Any
 from amqprpc import CircuitOpen, ClusterRpcClient, Config, RpcFuture, ServiceContainer
 from amqprpc.resilience.guard import Resilience
 
-from .persistent_requests import Echo, in_flight_rate, sequential_p50_ms
+from .persistent_requests import Echo, measure_round
 
 MODES = ("off", "breaker", "retries")
 
@@ -87,12 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                 for mode in order:
                     caller.resilience = None if mode == "off" else guard
                     guard.retries = mode == "retries"
-                    results[mode]["seq_p50_ms"].append(sequential_p50_ms(client, args.seconds))
-                    cpu, wall = time.process_time(), time.perf_counter()
-                    rate = in_flight_rate(client, args.seconds)
-                    calls = rate * (time.perf_counter() - wall)
-                    results[mode]["calls_per_s"].append(rate)
-                    results[mode]["cpu_us"].append((time.process_time() - cpu) / calls * 1e6)
+                    measure_round(client, args.seconds, results[mode])
     finally:
         container.stop()
     off = statistics.median(results["off"]["calls_per_s"])

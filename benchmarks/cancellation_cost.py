@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 from amqprpc import ClusterRpcClient, Config, ServiceContainer
 from amqprpc.entrypoints.rpc import RpcConsumer
 
-from .persistent_requests import Echo, in_flight_rate, sequential_p50_ms
+from .persistent_requests import Echo, measure_round
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,12 +45,7 @@ def main(argv: list[str] | None = None) -> None:
                 for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):  # no order bias
                     consumer._cancels = listener if mode == "on" else None
                     client._caller._cancels = sender if mode == "on" else None
-                    results[mode]["seq_p50_ms"].append(sequential_p50_ms(client, args.seconds))
-                    cpu, wall = time.process_time(), time.perf_counter()
-                    rate = in_flight_rate(client, args.seconds)
-                    calls = rate * (time.perf_counter() - wall)
-                    results[mode]["calls_per_s"].append(rate)
-                    results[mode]["cpu_us"].append((time.process_time() - cpu) / calls * 1e6)
+                    measure_round(client, args.seconds, results[mode])
     finally:
         container.stop()
     for mode, figures in results.items():

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .report import paired_ratios
+
 MIN_BAND = 0.05
 _RESULTS_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json$")
 
@@ -86,17 +88,6 @@ def _values(cell: dict[str, Any], pick: Callable[[dict[str, Any]], float | None]
     return [v for v in (pick(r) for r in cell.get("rounds") or []) if isinstance(v, int | float) and v > 0]
 
 
-def _paired(cells: dict[tuple[str, str, str], dict[str, Any]], workload: str, variant: str,
-            den: str, higher_is_better: bool) -> list[float]:
-    ours, theirs = cells.get((workload, variant, "amqprpc")), cells.get((workload, variant, den))
-    if ours is None or theirs is None:
-        return []
-    key = "calls_per_s" if higher_is_better else "p50_ms"
-    other = {r.get("round"): r.get(key) for r in theirs.get("rounds") or []}
-    return [r[key] / other[r.get("round")] for r in ours.get("rounds") or []
-            if r.get(key) and other.get(r.get("round"))]
-
-
 def compare(before: dict[str, Any], after: dict[str, Any]) -> list[Row]:
     """Every figure both runs measured, with its band and verdict."""
     old, new = _cells(before), _cells(after)
@@ -112,8 +103,9 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> list[Row]:
             continue
         higher = workload != "seq"  # sequential: the ratio of latencies; otherwise of calls/s
         for den, name in RATIOS:
-            was = _paired(old, workload, variant, den, higher)
-            now = _paired(new, workload, variant, den, higher)
+            key = "calls_per_s" if higher else "p50_ms"
+            was = paired_ratios(before, workload, variant, "amqprpc", den, key)
+            now = paired_ratios(after, workload, variant, "amqprpc", den, key)
             if was and now:
                 rows.append(Row(workload, variant, system, name + (" (p50)" if not higher else ""),
                                 statistics.median(was), statistics.median(now), band(was, now), higher))

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 from amqprpc import ClusterRpcClient, Config, ServiceContainer
 from amqprpc.metrics.extension import ATTR
 from amqprpc.metrics.server import MetricsServer
 
-from .persistent_requests import Echo, in_flight_rate, sequential_p50_ms
+from .persistent_requests import Echo, measure_round
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,12 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         container.dependencies.pop(ATTR, None)
                     client._caller.on_call = on_call if client_on else None
-                    results[mode]["seq_p50_ms"].append(sequential_p50_ms(client, args.seconds))
-                    cpu, wall = time.process_time(), time.perf_counter()
-                    rate = in_flight_rate(client, args.seconds)
-                    calls = rate * (time.perf_counter() - wall)
-                    results[mode]["calls_per_s"].append(rate)
-                    results[mode]["cpu_us"].append((time.process_time() - cpu) / calls * 1e6)
+                    measure_round(client, args.seconds, results[mode])
     finally:
         container.dependencies[ATTR] = extension  # so stop() unwatches it
         container.stop()

@@ -69,6 +69,17 @@ def in_flight_rate(client: ClusterRpcClient, seconds: float, window: int = 100) 
     return done / (time.perf_counter() - started)
 
 
+def measure_round(client: ClusterRpcClient, seconds: float, figures: dict[str, list[float]]) -> None:
+    """One round of a mode: appends ``seq_p50_ms``, ``calls_per_s`` (100 in flight) and
+    ``cpu_us`` (this process's CPU per call while they were in flight) to ``figures``."""
+    figures["seq_p50_ms"].append(sequential_p50_ms(client, seconds))
+    cpu, wall = time.process_time(), time.perf_counter()
+    rate = in_flight_rate(client, seconds)
+    calls = rate * (time.perf_counter() - wall)
+    figures["calls_per_s"].append(rate)
+    figures["cpu_us"].append((time.process_time() - cpu) / calls * 1e6)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.persistent_requests",
                                      description=__doc__,

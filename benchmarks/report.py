@@ -316,7 +316,7 @@ def baseline_section(results: dict[str, Any], baseline: dict[str, Any]) -> str:
 
 def compare_section(results: dict[str, Any], previous: dict[str, Any]) -> str:
     """``--compare``: every figure both runs measured, against its noise band."""
-    from . import compare
+    from . import compare  # here: compare builds on this module's paired_ratios
 
     rows = compare.compare(previous, results)
     if not rows:

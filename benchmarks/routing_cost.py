@@ -25,7 +25,7 @@ import timeit
 from amqprpc import ClusterRpcClient, Config, ServiceContainer
 from amqprpc.routing import Router, RouteRule
 
-from .persistent_requests import Echo, in_flight_rate, sequential_p50_ms
+from .persistent_requests import Echo, measure_round
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,12 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             for round_ in range(args.rounds):
                 for mode in modes[round_ % 3:] + modes[:round_ % 3]:  # no order bias
                     caller.router = routers[mode]
-                    results[mode]["seq_p50_ms"].append(sequential_p50_ms(client, args.seconds))
-                    cpu, wall = time.process_time(), time.perf_counter()
-                    rate = in_flight_rate(client, args.seconds)
-                    calls = rate * (time.perf_counter() - wall)
-                    results[mode]["calls_per_s"].append(rate)
-                    results[mode]["cpu_us"].append((time.process_time() - cpu) / calls * 1e6)
+                    measure_round(client, args.seconds, results[mode])
     finally:
         stable.stop()
         canary.stop()

@@ -23,7 +23,7 @@ from amqprpc import ClusterRpcClient, Config, ServiceContainer
 from amqprpc.discovery import ServiceAnnouncer
 from amqprpc.discovery.stats import CallStats
 
-from .persistent_requests import Echo, in_flight_rate, sequential_p50_ms
+from .persistent_requests import Echo, measure_round
 
 
 def record_ns(calls: int = 200_000) -> float:
@@ -90,12 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             for round_ in range(args.rounds):
                 for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):  # no order bias
                     _switch(container, observer, mode == "on")
-                    results[mode]["seq_p50_ms"].append(sequential_p50_ms(client, args.seconds))
-                    cpu, wall = time.process_time(), time.perf_counter()
-                    rate = in_flight_rate(client, args.seconds)
-                    calls = rate * (time.perf_counter() - wall)
-                    results[mode]["calls_per_s"].append(rate)
-                    results[mode]["cpu_us"].append((time.process_time() - cpu) / calls * 1e6)
+                    measure_round(client, args.seconds, results[mode])
     finally:
         container.stop()
     for mode, figures in results.items():
