@@ -29,6 +29,9 @@ def main() -> None:
         channel.exchange_declare("nameko-rpc", "topic", durable=True, auto_delete=False)
         channel.queue_bind(p["queue"], "nameko-rpc", p["bind"])
     channel.basic_qos(0, p.get("prefetch", 100), False)
+    if p.get("bind"):
+        # and in confirm mode, as Nameko's replies (and amqprpc's) are; counted, not awaited
+        channel.confirm_select()
 
     def on_request(message: amqp.Message) -> None:
         props = message.properties
