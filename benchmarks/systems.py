@@ -16,7 +16,8 @@
   configured for its best: ``faststream`` (0.7, RabbitMQ, ``broker.request``), ``aio-pika``
   (``patterns.JsonRPC``), ``celery`` (5, RabbitMQ broker, ``rpc://`` backend, thread pool),
   and ``grpc`` / ``grpc-aio`` (unary echo on loopback, no broker: the bar of a point-to-point
-  RPC stack).
+  RPC stack). Events (workload 5): FastStream, aio-pika and Celery handlers on the same
+  handler queue and topic exchange as amqprpc's (benchmarks/agents/*_events.py); gRPC has none.
 
 Every name (service, queue, event source) carries the run's tag, so concurrent runs and
 other test suites on the same broker never share a queue.
