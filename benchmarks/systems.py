@@ -16,7 +16,8 @@
   configured for its best: ``faststream`` (0.7, RabbitMQ, ``broker.request``), ``aio-pika``
   (``patterns.JsonRPC``), ``celery`` (5, RabbitMQ broker, ``rpc://`` backend, thread pool),
   and ``grpc`` / ``grpc-aio`` (unary echo on loopback, no broker: the bar of a point-to-point
-  RPC stack).
+  RPC stack). Events (workload 5): FastStream, aio-pika and Celery handlers on the same
+  handler queue and topic exchange as amqprpc's (benchmarks/agents/*_events.py); gRPC has none.
 
 Every name (service, queue, event source) carries the run's tag, so concurrent runs and
 other test suites on the same broker never share a queue.
@@ -140,25 +141,42 @@ class System:
     # ------------------------------------------------------------------ events
 
     def start_event_sink(self, bench: Bench, service: str, source: str, instances: int) -> list[Proc]:
-        """``instances`` handler processes (service pool) of ``tick`` events from ``source``."""
+        """``instances`` handler processes (service pool) of ``tick`` events from ``source``,
+        all consuming the one queue ``event_queue(source, service)``, bound to the topic
+        exchange ``<source>.events`` (the workload remembers it for the clean-up)."""
         queue = event_queue(source, service)
         bench.remember_queue(queue)
         env = {"BENCH_SERVICE": service, "BENCH_EVENT_SOURCE": source}
         procs = []
         for i in range(instances):
+            name = f"{self.name}-sink-{service}-{i}"
             if self.name == "amqprpc":
-                procs.append(bench.spawn(f"amqprpc-sink-{service}-{i}", [
+                procs.append(bench.spawn(name, [
                     self.python(bench), "-m", "amqprpc", "run", "benchmarks.agents.amqprpc_events",
                     "--broker", bench.url, "--log-level", "WARNING",
                 ], env=env, pipe=True))
+            elif self.name == "nameko":
+                procs.append(self._nameko(bench, "benchmarks.agents.nameko_events", name, env, pipe=True))
+            elif self.name == "celery":  # as the echo worker: threads x 10, prefetch 100
+                procs.append(bench.spawn(name, [
+                    self.python(bench), "-m", "celery", "-A", "celery_events", "worker", "--pool", "threads",
+                    "--concurrency", "10", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "--loglevel", "WARNING", "--hostname", f"{service}-{i}@%h",
+                ], env={**env, "BENCH_URL": bench.url, "BENCH_QUEUE": queue, "PYTHONPATH": str(AGENTS)},
+                    pipe=True))
             else:
-                procs.append(self._nameko(bench, "benchmarks.agents.nameko_events",
-                                          f"nameko-sink-{service}-{i}", env, pipe=True))
+                script = {"faststream": "faststream_events.py", "aio-pika": "aiopika_events.py"}[self.name]
+                procs.append(bench.spawn(name, [
+                    self.python(bench), str(AGENTS / script),
+                    bench.params(url=bench.url, queue=queue, source=source, prefetch=100),
+                ], pipe=True))
         bench.wait_consumers(queue, instances, procs)
         return procs
 
     def dispatch_argv(self, bench: Bench, **params: object) -> list[str]:
-        script = "amqprpc_dispatch.py" if self.name == "amqprpc" else "nameko_dispatch.py"
+        script = {"amqprpc": "amqprpc_dispatch.py", "nameko": "nameko_dispatch.py",
+                  "faststream": "faststream_dispatch.py", "aio-pika": "aiopika_dispatch.py",
+                  "celery": "celery_dispatch.py"}[self.name]
         return [self.python(bench), str(AGENTS / script), bench.params(url=bench.url, **params)]
 
     # ------------------------------------------------------------------ HTTP
@@ -217,7 +235,8 @@ class System:
 
 
 def event_queue(source: str, service: str) -> str:
-    """The service-pool handler queue both frameworks declare (Nameko's naming)."""
+    """The service-pool handler queue amqprpc and Nameko declare (Nameko's naming); the peers'
+    handlers consume a queue of the same name, so the harness counts and drains them alike."""
     return f"evt-{source}-tick--{service}.on_tick"
 
 

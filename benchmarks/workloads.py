@@ -20,7 +20,7 @@ from typing import Any
 
 from . import procstat
 from .runner import START_TIMEOUT, Bench, BenchError, Proc, Window, free_port
-from .systems import AMQPRPC, FASTSTREAM, NAMEKO, PEERS, RAW, RAW_WIRE, System, event_queue
+from .systems import AIO_PIKA, AMQPRPC, CELERY, FASTSTREAM, NAMEKO, PEERS, RAW, RAW_WIRE, System, event_queue
 
 PAYLOADS = {"8 B": 8, "1 KiB": 1024, "64 KiB": 64 * 1024}
 WINDOW = 100
@@ -425,7 +425,9 @@ WORKLOADS = (
              (AMQPRPC, NAMEKO, RAW), scaling),
     Workload("http", "4. HTTP: wrk -t2 -c50 -> front -> RPC -> echo", (AMQPRPC, NAMEKO, FASTSTREAM), http,
              needs=("wrk",)),
-    Workload("events", "5. Events: dispatch -> handled", (AMQPRPC, NAMEKO), events),
+    # gRPC has no broker and so no events: left out
+    Workload("events", "5. Events: dispatch -> handled", (AMQPRPC, NAMEKO, FASTSTREAM, AIO_PIKA, CELERY),
+             events),
     Workload("memory", "6a. Worker RSS, idle and after load", (AMQPRPC, NAMEKO, RAW), memory),
     Workload("inflight", "6b. Client memory with 10,000 calls in flight", (AMQPRPC,), inflight),
 )

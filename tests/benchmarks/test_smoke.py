@@ -106,3 +106,29 @@ def test_every_peer_starts_answers_and_is_torn_down(amqp_uri: str, tmp_path: Pat
     page = render(results, charts=[], analysis=None)
     for label in ("FastStream 0.7.8", "aio-pika 10.2.1", "Celery 5.7.0", "gRPC 1.85.1 sync", "grpc.aio"):
         assert label in page
+
+
+EVENT_PEERS = ("faststream", "aio-pika", "celery")  # gRPC has no broker, so no events
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_every_peer_event_sink_handles_dispatched_events(amqp_uri: str, tmp_path: Path) -> None:
+    """Workload 5 for each peer with events: its handler processes (one, then two) start on the
+    shared handler queue, handle what its dispatcher publishes, and are torn down."""
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "events", "--duration", "0.5",
+         "--systems", ",".join(EVENT_PEERS), "--broker", amqp_uri, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=220,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = out.glob("*.json")
+    cells = json.loads(path.read_text())["workloads"]["events"]["cells"]
+    assert {(cell["system"], cell["variant"]) for cell in cells} == {
+        (system, variant) for system in EVENT_PEERS for variant in ("1 handler", "2 handlers")}
+    for cell in cells:
+        assert cell["error"] is None, (cell["system"], cell["error"])
+        [record] = cell["rounds"]
+        assert record["handled"] > 0 and record["calls_per_s"] > 0, cell["system"]
+        assert record["dispatched_per_s"] > 0 and record["errors"] == 0, cell["system"]
