@@ -4,6 +4,7 @@ Importing this package is inert: it opens no connection, reads no environment, c
 no logging and imports no optional dependency (SQLAlchemy, pymongo, aiohttp, click).
 """
 
+from ._version import __version__ as __version__  # not in __all__: `amqprpc.__version__`
 from .calls import RpcFuture
 from .client import AsyncRpcClient, ClusterRpcClient
 from .config import Config

@@ -20,7 +20,6 @@ which Nameko services need.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Awaitable
@@ -138,12 +137,16 @@ class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
     """The asyncio client: the same calls, awaitable. Use ``async with`` or start()/stop()."""
 
     async def start(self) -> Self:
+        import asyncio  # imported here: a worker whose handlers are all plain never loads asyncio
+
         loop = asyncio.get_running_loop()
         self.tracing.start()
         await loop.run_in_executor(None, lambda: self._connection.start(wait=True))
         return self
 
     async def stop(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0)  # calls cancelled just now send their cancels first (call_soon)
         await loop.run_in_executor(None, self._connection.stop)
@@ -157,4 +160,6 @@ class AsyncRpcClient(_ClientBase[Awaitable[Any]]):
         await self.stop()
 
     def _wait(self, future: RpcFuture) -> Awaitable[Any]:
+        import asyncio
+
         return asyncio.wrap_future(future)  # the request is already sent

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -223,6 +222,8 @@ _FIELD_TYPES: dict[str, type] = {
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # here: a worker configured without a file never loads it (~1.4 MiB RSS)
+
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)

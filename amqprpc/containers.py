@@ -17,7 +17,6 @@ announcer as one of its ``extensions``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -27,7 +26,10 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 from .cancellation.token import CancelToken, run_cancellable
 from .config import Config
@@ -274,6 +276,8 @@ class ServiceContainer:
         loop = self._loop
         assert loop is not None, "async entrypoint in a container without a loop"
         self._enter()
+        import asyncio  # only a service with async handlers loads it (its idle RSS)
+
         future = asyncio.run_coroutine_threadsafe(_drive_async(steps), loop)
         future.add_done_callback(lambda done: self._async_worker_done(worker_ctx, done))
         return worker_ctx
@@ -349,6 +353,8 @@ class ServiceContainer:
     # ------------------------------------------------------------ pools
 
     def _start_loop(self) -> None:
+        import asyncio
+
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 

@@ -24,12 +24,14 @@ never imports it (tests/unit/test_architecture.py holds the layers).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 from .cancellation.token import CancelToken
 from .config import Config

@@ -8,7 +8,6 @@ the flag after adding it, so each callback runs (at least once; cancelling is id
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -84,6 +83,8 @@ async def run_cancellable(token: CancelToken, fn: Callable[..., Awaitable[T]], *
     cancel does nothing. The task's cancel request is taken back afterwards (``uncancel``),
     so ``asyncio.timeout`` in a later hook still works.
     """
+    import asyncio  # here, not at the top: a worker with no async handler never loads it
+
     if token.cancelled:
         raise asyncio.CancelledError(f"cancelled before it started ({token.reason})")
     loop = asyncio.get_running_loop()

@@ -144,7 +144,6 @@ def _find_services(targets: tuple[str, ...]) -> list[type]:
 
 def serve(config: Config, classes: list[type], health_port: int | None = None) -> int:
     """Run ``classes`` in this process until a signal; returns the exit code."""
-    from ..health import HealthServer
     from ..runner import ServiceRunner
 
     runner = ServiceRunner(config)
@@ -165,7 +164,11 @@ def serve(config: Config, classes: list[type], health_port: int | None = None) -
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    health = HealthServer(runner, health_port) if health_port is not None else None
+    health = None
+    if health_port is not None:  # imported only then: http.server is ~2 MiB of a worker's RSS
+        from ..health import HealthServer
+
+        health = HealthServer(runner, health_port)
     _friendly(lambda: runner.start(wait=False))
     if health is not None:
         try:

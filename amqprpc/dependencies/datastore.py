@@ -17,7 +17,6 @@ SQLAlchemy session, a MongoDB session with its transaction):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
@@ -74,6 +73,8 @@ class DatastoreProvider(DependencyProvider, Generic[U]):
         """Run ``coro`` on the container's loop (async clients live there) and wait for it."""
         loop = self.container.loop
         assert loop is not None, "a service with async handlers has a loop"
+        import asyncio  # loaded by the loop already; not at the top, for plain services
+
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def close_on_loop(self, coro: Coroutine[Any, Any, Any], what: str) -> None:

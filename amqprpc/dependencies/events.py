@@ -23,7 +23,6 @@ confirm turns the call into a failure (retried, for an event handler) instead of
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
@@ -97,6 +96,8 @@ class EventDispatcher(DependencyProvider):
                                   exc_info: ExcInfo) -> None:
         futures = self._take(worker_ctx)
         if futures:  # wait on the loop without blocking it
+            import asyncio  # not at the top: plain services never load it
+
             await asyncio.wait([asyncio.wrap_future(f) for f in futures], timeout=self._timeout())
             self._check(futures, [f for f in futures if not f.done()], exc_info)
 

@@ -9,7 +9,7 @@ handler whose caller gives up cancels the nested calls it is waiting for (A → 
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from typing import Any
 
 from ..calls import Caller, RpcFuture, remaining_timeout
@@ -55,7 +55,9 @@ class RpcProxy(DependencyProvider):
                  timeout: float | None) -> RpcFuture:
             return self.call_async(worker_ctx, method, args, kwargs, timeout)
 
-        wait: Wait[Any] = asyncio.wrap_future if worker_ctx.entrypoint.is_async else RpcFuture.result
+        # an async handler runs on the loop, so asyncio is loaded; plain services never load it
+        wait: Wait[Any] = (sys.modules["asyncio"].wrap_future if worker_ctx.entrypoint.is_async
+                           else RpcFuture.result)
         return ServiceProxy(send, wait, self.service)
 
     def call_async(self, worker_ctx: WorkerContext, method: str, args: tuple[Any, ...],

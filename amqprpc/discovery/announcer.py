@@ -26,9 +26,9 @@ import os
 import socket
 import time
 import uuid
-from importlib import metadata
 from typing import Any
 
+from .._version import __version__
 from ..entrypoints.rpc import Rpc
 from ..exceptions import ConfigError
 from ..extensions import ExcInfo, Extension, WorkerContext
@@ -77,7 +77,7 @@ class ServiceAnnouncer(Extension):
             started_at=time.time(),
             sent_at=time.time(),
             interval=self.interval,
-            amqprpc_version=_package_version(),
+            amqprpc_version=__version__,
         )
         self.stats = CallStats()
         observers = getattr(container, "worker_observers", None)  # ServiceContainer's; not the protocol's
@@ -177,10 +177,3 @@ def _broker_user(broker_url: str, service: str) -> str:
                           "certificate (auth=external): log in with a user name for discovery "
                           "owners, or leave this service out of discovery_owners")
     return address.userid
-
-
-def _package_version() -> str | None:
-    try:
-        return metadata.version("amqprpc")
-    except metadata.PackageNotFoundError:
-        return None

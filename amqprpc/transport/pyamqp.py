@@ -33,13 +33,13 @@ a 404 costs nothing. Errors from amqp and the socket are translated here, once, 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import heapq
 import itertools
 import logging
 import select
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -344,7 +344,7 @@ class AmqpTransport:
             if self._channel is not None:
                 self._publish_now(message, on_confirm)
                 return
-        elif asyncio._get_running_loop() is None and self._publish_direct(message, on_confirm):
+        elif not _on_event_loop() and self._publish_direct(message, on_confirm):
             return  # (never on an event loop: a broker that stops reading would stall it)
         self._outbox.put(Publish(message, on_confirm))
         self._wake()
@@ -1087,6 +1087,13 @@ def _queue_info_detached(address: BrokerAddress, queue: str, timeout: float,
             conn.close()
         except _RECOVERABLE:
             conn.collect()
+
+
+def _on_event_loop() -> bool:
+    """Is this thread running an asyncio loop? Without asyncio loaded, none can be (and a
+    worker whose handlers are all plain never loads it)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 
 def has_buffered_input(conn: amqp.Connection) -> bool:

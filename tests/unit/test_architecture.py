@@ -74,8 +74,9 @@ LAYERS = (
           independent=True),
     Layer(("routing",), "Versions and canary shares: queue names, rules, the per-call choice."),
     Layer(("transport",), "The seam to the broker; imports nothing of amqprpc but exceptions."),
-    Layer(("exceptions", "futures"), "At the bottom: the one exception tree (everything may raise) "
-          "and settling futures (everything that waits).", independent=True),
+    Layer(("exceptions", "futures", "_version"), "At the bottom: the one exception tree (everything "
+          "may raise), settling futures (everything that waits) and the package's version.",
+          independent=True),
 )
 
 # What http_bridge may import of amqprpc: the public API, the descriptor API, the CLI's
