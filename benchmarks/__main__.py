@@ -8,7 +8,7 @@ is given. ``--report RESULTS.json`` re-renders the page and charts from a result
 ``--compare [RESULTS.json]`` sets every figure against an earlier run (default: the newest
 other file in benchmarks/results/), on the page and on stderr (benchmarks/compare.py).
 
-Exit status: 0; 1 when a workload failed; 3 when ``--compare`` found a regression.
+Exit status: 0; 1 when a workload or the charts failed; 3 when ``--compare`` found a regression.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         results = report.load(args.report)
         results["results_file"] = args.report.name
         previous = previous_run(args, args.report)
-        publish(results, args.report, args.docs or REPO / "docs" / "benchmarks.md", args.baseline, previous)
-        return compared(results, previous, 0)
+        drawn = publish(results, args.report, args.docs or REPO / "docs" / "benchmarks.md",
+                        args.baseline, previous)
+        return compared(results, previous, 0 if drawn else 1)
     previous = previous_run(args, None)  # before measuring: a wrong path fails now, not in 15 minutes
     workloads = [w for w in ORDER if not args.only or w.name in args.only]
     notes: list[str] = []
@@ -159,10 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"results: {path}")
     docs = None if args.no_docs else (args.docs or (None if args.quick or args.only else
                                                      REPO / "docs" / "benchmarks.md"))
-    if docs is not None:
-        publish(results, path, docs, args.baseline, previous)
-    failed = any("error" in w or any(c.get("error") for c in w["cells"])
-                 for w in results["workloads"].values())
+    drawn = publish(results, path, docs, args.baseline, previous) if docs is not None else True
+    failed = not drawn or any("error" in w or any(c.get("error") for c in w["cells"])
+                              for w in results["workloads"].values())
     return compared(results, previous, 1 if failed else 0)
 
 
@@ -198,8 +198,9 @@ def compared(results: dict[str, Any], previous: dict[str, Any] | None, status: i
 
 
 def publish(results: dict[str, Any], results_path: Path, docs: Path, baseline_path: Path | None,
-            previous: dict[str, Any] | None = None) -> None:
-    """Charts (in the bench venv) and the markdown page."""
+            previous: dict[str, Any] | None = None) -> bool:
+    """Charts (in the bench venv) and the markdown page; False if the charts failed (the page
+    says so, and the run exits 1: a page with stale charts must not pass for a fresh one)."""
     charts_dir = docs.parent / docs.stem
     python = venvs.existing_python()
     charts: list[str] = []
@@ -220,6 +221,7 @@ def publish(results: dict[str, Any], results_path: Path, docs: Path, baseline_pa
         baseline.setdefault("results_file", baseline_path.name)
     report.write(results, docs, charts, REPO / "benchmarks" / "analysis.md", baseline, previous)
     log(f"report: {docs}" + (f", charts: {', '.join(charts)}" if charts else ""))
+    return "charts_note" not in results or python is None
 
 
 def write_results(results: dict[str, Any], out: Path, started: datetime.datetime) -> Path:

@@ -17,10 +17,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.report import GROUPS, cells_of, find, label, load
+from benchmarks.report import GROUPS, SYSTEM_LABELS, cells_of, find, label, load
 
-COLORS = {"amqprpc": "#1f77b4", "nameko": "#ff7f0e", "raw": "#7f7f7f", "raw-wire": "#bcbcbc"}
-SYSTEMS = ("amqprpc", "nameko", "raw", "raw-wire")
+COLORS = {"amqprpc": "#1f77b4", "nameko": "#ff7f0e", "raw": "#7f7f7f", "raw-wire": "#bcbcbc",
+          "faststream": "#2ca02c", "aio-pika": "#d62728", "celery": "#9467bd", "grpc": "#8c564b",
+          "grpc-aio": "#e377c2"}
+SYSTEMS = tuple(SYSTEM_LABELS)  # every contender, in the page's order
+
+
+def color(system: str) -> str:
+    """A system's colour; one the chart does not know yet is drawn black, not dropped."""
+    return COLORS.get(system, "#000000")
+
+
+def ordered(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells in the page's system order (unknown systems last), whatever order they ran in."""
+    rank = {system: i for i, system in enumerate(SYSTEMS)}
+    return sorted(cells, key=lambda c: rank.get(c["system"], len(rank)))
+
+
+def panel_width(systems: int) -> float:
+    """Wide enough for ``systems`` bars (or bar pairs) side by side."""
+    return max(4.2, 0.75 * systems + 1.2)
 
 
 def tick_label(system: str) -> str:
@@ -29,7 +47,7 @@ def tick_label(system: str) -> str:
 
 
 def grouped_bars(ax: Any, cells: list[dict[str, Any]], variants: list[str], title: str, unit: str) -> None:
-    systems = [s for s in SYSTEMS if any(c["system"] == s for c in cells)]
+    systems = list(dict.fromkeys(c["system"] for c in ordered(cells)))
     width = 0.8 / max(1, len(systems))
     for i, system in enumerate(systems):
         xs, heights, low, high = [], [], [], []
@@ -42,13 +60,14 @@ def grouped_bars(ax: Any, cells: list[dict[str, Any]], variants: list[str], titl
             low.append(cell["rate_median"] - cell["rate_min"])
             high.append(cell["rate_max"] - cell["rate_median"])
         bars = ax.bar(xs, heights, width, yerr=[low, high], capsize=3, label=label(system),
-                      color=COLORS[system])
+                      color=color(system))
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
     ax.set_xticks(range(len(variants)), variants)
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(unit)
-    ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # room for the legend above the bars
-    ax.legend(fontsize=7, loc="upper right", ncols=len(systems))
+    rows = -(-len(systems) // 3)  # the legend's rows, above the bars
+    ax.set_ylim(top=ax.get_ylim()[1] * (1.15 + 0.1 * rows))
+    ax.legend(fontsize=6, loc="upper right", ncols=min(3, len(systems)))
 
 
 def throughput(results: dict[str, Any], out: Path) -> Path | None:
@@ -60,7 +79,9 @@ def throughput(results: dict[str, Any], out: Path) -> Path | None:
     ) if cells_of(results, w)]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    widest = max(len({c["system"] for c in cells_of(results, w)}) for w, _, _ in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width(widest) * len(panels), 4.4),
+                             squeeze=False)
     for ax, (workload, title, unit) in zip(axes[0], panels, strict=True):
         cells = cells_of(results, workload)
         variants = list(dict.fromkeys(c["variant"] for c in cells))
@@ -81,20 +102,22 @@ def latency(results: dict[str, Any], out: Path) -> Path | None:
     ) if cells_of(results, w)]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    widest = max(len({c["system"] for c in cells_of(results, w)}) for w, _, _ in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width(widest) * len(panels), 4.4),
+                             squeeze=False)
     for ax, (workload, variant, title) in zip(axes[0], panels, strict=True):
-        cells = [c for c in cells_of(results, workload) if c["variant"] == variant and c["p50_ms"]]
+        cells = ordered([c for c in cells_of(results, workload) if c["variant"] == variant and c["p50_ms"]])
         names = [tick_label(c["system"]) for c in cells]
         xs = range(len(cells))
         ax.bar([x - 0.2 for x in xs], [c["p50_ms"] for c in cells], 0.4, label="p50",
-               color=[COLORS[c["system"]] for c in cells])
+               color=[color(c["system"]) for c in cells])
         ax.bar([x + 0.2 for x in xs], [c["p99_ms"] or 0 for c in cells], 0.4, label="p99",
-               color=[COLORS[c["system"]] for c in cells], alpha=0.45)
+               color=[color(c["system"]) for c in cells], alpha=0.45)
         for x, c in zip(xs, cells, strict=True):
             ax.text(x - 0.2, c["p50_ms"], f"{c['p50_ms']:.1f}", ha="center", va="bottom", fontsize=7)
             if c["p99_ms"]:
                 ax.text(x + 0.2, c["p99_ms"], f"{c['p99_ms']:.1f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(list(xs), names, fontsize=8)
+        ax.set_xticks(list(xs), names, fontsize=7, rotation=30, ha="right")
         ax.set_ylabel("ms")
         ax.set_title(f"{title}: p50 (solid), p99 (light)", fontsize=10)
     fig.suptitle("Latency percentiles (median of rounds)", fontsize=11)
@@ -110,20 +133,23 @@ def cpu(results: dict[str, Any], out: Path) -> Path | None:
     if not cells:
         return None
     variants = list(dict.fromkeys(c["variant"] for c in cells))
-    fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 4), squeeze=False)
+    widest = len({c["system"] for c in cells})
+    fig, axes = plt.subplots(1, len(variants), figsize=(panel_width(widest) * len(variants), 4.4),
+                             squeeze=False)
     shades = {"client": 1.0, "server": 0.65, "broker": 0.35}
     for ax, variant in zip(axes[0], variants, strict=True):
-        row = [c for c in cells if c["variant"] == variant]
+        row = ordered([c for c in cells if c["variant"] == variant])
         bottoms = [0.0] * len(row)
         for group in GROUPS:
             values = [c["cpu_ms"][group] or 0 for c in row]
             ax.bar(range(len(row)), values, 0.6, bottom=bottoms, label=group,
-                   color=[COLORS[c["system"]] for c in row], alpha=shades[group], edgecolor="black",
+                   color=[color(c["system"]) for c in row], alpha=shades[group], edgecolor="black",
                    linewidth=0.4)
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         for x, total in enumerate(bottoms):
             ax.text(x, total, f"{total:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(row)), [tick_label(c["system"]) for c in row], fontsize=8)
+        ax.set_xticks(range(len(row)), [tick_label(c["system"]) for c in row], fontsize=7, rotation=30,
+                      ha="right")
         ax.set_ylabel("CPU-ms per call")
         ax.set_title(f"100 in flight, {variant}: client / server / broker", fontsize=10)
     fig.suptitle("CPU per call (bottom to top: client, server, broker)", fontsize=11)
@@ -146,9 +172,9 @@ def memory(results: dict[str, Any], out: Path) -> Path | None:
         ax = next(ax_iter)
         xs = range(len(rss))
         ax.bar([x - 0.2 for x in xs], [c["idle_rss_mib"] for c in rss], 0.4, label="idle",
-               color=[COLORS[c["system"]] for c in rss])
+               color=[color(c["system"]) for c in rss])
         ax.bar([x + 0.2 for x in xs], [c["hwm_mib"] or 0 for c in rss], 0.4, label="high-water mark",
-               color=[COLORS[c["system"]] for c in rss], alpha=0.45)
+               color=[color(c["system"]) for c in rss], alpha=0.45)
         for x, c in zip(xs, rss, strict=True):
             ax.text(x - 0.2, c["idle_rss_mib"], f"{c['idle_rss_mib']:.0f}", ha="center", va="bottom",
                     fontsize=8)

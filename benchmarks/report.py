@@ -256,9 +256,12 @@ def targets_section(results: dict[str, Any]) -> str:
         if ours and theirs and ours["rate_median"] and theirs["rate_median"]:
             r = ours["rate_median"] / theirs["rate_median"]
             goal = TARGETS[key]
+            # the ceiling: what the single-threaded raw py-amqp pair does against that peer
+            ceiling = (f" (raw py-amqp: {raw['rate_median'] / theirs['rate_median']:.2f}x)"
+                       if raw and raw["rate_median"] else "")
             ratio_row(f"throughput, 100 in flight, 8 B: amqprpc / {label(peer)}", f">= {goal:.1f}x",
                       lambda x, goal=goal: x >= goal, r,
-                      paired_ratios(results, "window", "8 B", "amqprpc", peer), f"{r:.2f}x")
+                      paired_ratios(results, "window", "8 B", "amqprpc", peer), f"{r:.2f}x{ceiling}")
     bridge, faststream_http = find(http, "amqprpc"), find(http, "faststream")
     if bridge and faststream_http and bridge["rate_median"] and faststream_http["rate_median"]:
         r = bridge["rate_median"] / faststream_http["rate_median"]

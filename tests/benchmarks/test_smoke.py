@@ -132,3 +132,20 @@ def test_every_peer_event_sink_handles_dispatched_events(amqp_uri: str, tmp_path
         [record] = cell["rounds"]
         assert record["handled"] > 0 and record["calls_per_s"] > 0, cell["system"]
         assert record["dispatched_per_s"] > 0 and record["errors"] == 0, cell["system"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_charts_draw_a_run_with_every_contender(tmp_path: Path) -> None:
+    """The charts of a committed run with every peer in it (they once raised KeyError on a
+    system they did not know, and the page kept November's charts)."""
+    from benchmarks import venvs
+
+    python = venvs.ensure_python()  # matplotlib lives in the benchmark venv (built once, ~20 s)
+    run = REPO / "benchmarks" / "results" / "2026-12-04.json"
+    done = subprocess.run([str(python), "-m", "benchmarks.charts", str(run), str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    drawn = {Path(line).name for line in done.stdout.split()}
+    assert drawn == {"throughput.png", "latency.png", "cpu.png", "memory.png"}
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in drawn)
