@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .report import paired_ratios
+from .report import cells_of, find, paired_ratios
 
 MIN_BAND = 0.05
 _RESULTS_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json$")
@@ -116,15 +116,31 @@ def regressions(rows: list[Row]) -> list[Row]:
     return [row for row in rows if row.verdict == "regressed"]
 
 
+FLOOR_MOVED = 0.15  # raw py-amqp's rate moving this much says the machine changed, not amqprpc
+
+
 def machine_warning(before: dict[str, Any], after: dict[str, Any]) -> str | None:
-    """A sentence when the runs' machines differ (CPU model or core count), else None."""
+    """A sentence when the runs' machines differ (CPU model or core count), or when the plain
+    raw py-amqp pair, whose code no change of ours touches, moved by more than
+    ``FLOOR_MOVED`` (a VM on another host shows the same CPU model); else None."""
     was, now = before.get("machine") or {}, after.get("machine") or {}
     differs = [key for key in ("cpu_model", "nproc") if was.get(key) != now.get(key)]
-    if not differs:
-        return None
-    return ("The two runs ran on different machines (" + ", ".join(
-        f"{key}: {was.get(key)!r} then {now.get(key)!r}" for key in differs)
-        + "): compare the same-round ratios, not absolute figures.")
+    if differs:
+        return ("The two runs ran on different machines (" + ", ".join(
+            f"{key}: {was.get(key)!r} then {now.get(key)!r}" for key in differs)
+            + "): compare the same-round ratios, not absolute figures.")
+    floor_was, floor_now = _raw_rate(before), _raw_rate(after)
+    if floor_was and floor_now and abs(floor_now / floor_was - 1) > FLOOR_MOVED:
+        return (f"raw py-amqp, the same code in both runs, did {floor_was:,.0f} then {floor_now:,.0f} "
+                f"calls/s with 100 in flight ({floor_now / floor_was - 1:+.0%}): the machine changed "
+                "under the same CPU model, so absolute figures moved with it; compare the same-round "
+                "ratios.")
+    return None
+
+
+def _raw_rate(results: dict[str, Any]) -> float | None:
+    cell = find(cells_of(results, "window"), "raw", "8 B")
+    return cell["rate_median"] if cell else None
 
 
 def results_key(path: Path) -> tuple[str, int] | None:

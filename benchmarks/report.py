@@ -384,7 +384,8 @@ SECTIONS = (
      "Nameko: `ClusterRpcProxy`, raw: the single-threaded py-amqp client C1 through the default "
      "exchange; raw on Nameko's wire: C1 sending the messages amqprpc and Nameko send (the "
      "`nameko-rpc` topic exchange, `mandatory`, persistent to a durable queue, a deadline header, "
-     "a TTL). The peers (FastStream, aio-pika, Celery, gRPC) are set up as the Peers section "
+     "a TTL, publisher confirms on both sides, counted but never awaited; since 2026-12-04-2). "
+     "The peers (FastStream, aio-pika, Celery, gRPC) are set up as the Peers section "
      "below describes."),
     ("window", "2. One client process, 100 calls in flight",
      "One client process keeps 100 `call_async` futures in flight and takes the replies in FIFO "

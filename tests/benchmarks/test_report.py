@@ -141,6 +141,13 @@ def test_machine_mismatch_is_named():
     assert compare.machine_warning(results(), results()) is None
 
 
+def test_a_moved_raw_floor_says_the_machine_changed():
+    """Same CPU model, but raw py-amqp (code untouched) lost a third: a different host."""
+    before, after = results(window={"raw": 6000}), results(window={"raw": 4000})
+    assert "the machine changed" in (compare.machine_warning(before, after) or "")
+    assert compare.machine_warning(before, results(window={"raw": 5500})) is None  # -8 %: load
+
+
 def test_the_previous_run_is_the_newest_other_file(tmp_path: Path):
     for name in ("2026-11-28.json", "2026-11-28-2.json", "2026-12-04.json", "notes.json"):
         (tmp_path / name).write_text("{}")
