@@ -9,7 +9,6 @@ handler whose caller gives up cancels the nested calls it is waiting for (A → 
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from ..calls import Caller, RpcFuture, remaining_timeout
@@ -55,9 +54,11 @@ class RpcProxy(DependencyProvider):
                  timeout: float | None) -> RpcFuture:
             return self.call_async(worker_ctx, method, args, kwargs, timeout)
 
-        # an async handler runs on the loop, so asyncio is loaded; plain services never load it
-        wait: Wait[Any] = (sys.modules["asyncio"].wrap_future if worker_ctx.entrypoint.is_async
-                           else RpcFuture.result)
+        wait: Wait[Any] = RpcFuture.result
+        if worker_ctx.entrypoint.is_async:
+            import asyncio  # here: a plain service never loads it (its idle RSS)
+
+            wait = asyncio.wrap_future
         return ServiceProxy(send, wait, self.service)
 
     def call_async(self, worker_ctx: WorkerContext, method: str, args: tuple[Any, ...],
