@@ -36,8 +36,9 @@ def ordered(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(cells, key=lambda c: rank.get(c["system"], len(rank)))
 
 
-def panel_width(systems: int) -> float:
-    """Wide enough for ``systems`` bars (or bar pairs) side by side."""
+def panel_width(results: dict[str, Any], workloads: list[str]) -> float:
+    """Wide enough for the most systems any of ``workloads`` has, side by side."""
+    systems = max(len({c["system"] for c in cells_of(results, w)}) for w in workloads)
     return max(4.2, 0.75 * systems + 1.2)
 
 
@@ -79,9 +80,8 @@ def throughput(results: dict[str, Any], out: Path) -> Path | None:
     ) if cells_of(results, w)]
     if not panels:
         return None
-    widest = max(len({c["system"] for c in cells_of(results, w)}) for w, _, _ in panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width(widest) * len(panels), 4.4),
-                             squeeze=False)
+    width = panel_width(results, [w for w, _, _ in panels])
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.4), squeeze=False)
     for ax, (workload, title, unit) in zip(axes[0], panels, strict=True):
         cells = cells_of(results, workload)
         variants = list(dict.fromkeys(c["variant"] for c in cells))
@@ -102,9 +102,8 @@ def latency(results: dict[str, Any], out: Path) -> Path | None:
     ) if cells_of(results, w)]
     if not panels:
         return None
-    widest = max(len({c["system"] for c in cells_of(results, w)}) for w, _, _ in panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width(widest) * len(panels), 4.4),
-                             squeeze=False)
+    width = panel_width(results, [w for w, _, _ in panels])
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.4), squeeze=False)
     for ax, (workload, variant, title) in zip(axes[0], panels, strict=True):
         cells = ordered([c for c in cells_of(results, workload) if c["variant"] == variant and c["p50_ms"]])
         names = [tick_label(c["system"]) for c in cells]
@@ -133,9 +132,8 @@ def cpu(results: dict[str, Any], out: Path) -> Path | None:
     if not cells:
         return None
     variants = list(dict.fromkeys(c["variant"] for c in cells))
-    widest = len({c["system"] for c in cells})
-    fig, axes = plt.subplots(1, len(variants), figsize=(panel_width(widest) * len(variants), 4.4),
-                             squeeze=False)
+    width = panel_width(results, ["window"])
+    fig, axes = plt.subplots(1, len(variants), figsize=(width * len(variants), 4.4), squeeze=False)
     shades = {"client": 1.0, "server": 0.65, "broker": 0.35}
     for ax, variant in zip(axes[0], variants, strict=True):
         row = ordered([c for c in cells if c["variant"] == variant])

@@ -10,8 +10,10 @@ when every client is done), then lets its calls in flight finish and prints
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import sys
 import time
 from collections import deque
@@ -31,6 +33,18 @@ def emit(event: str, **data: Any) -> None:
 def wait_go() -> None:
     """Block until the runner starts the timed window (EOF also starts it)."""
     sys.stdin.readline()
+
+
+REPORT_EVERY = 20  # workloads.EVENT_REPORT_EVERY: the handlers' reporting granularity
+_handled = itertools.count(1)  # next() on a count is atomic under the GIL
+
+
+def handled() -> None:
+    """Count one handled event; every ``REPORT_EVERY`` print ``H <count>`` (the events
+    workload sums the handler processes' latest counts)."""
+    count = next(_handled)
+    if count % REPORT_EVERY == 0:
+        os.write(1, b"H %d\n" % count)
 
 
 def percentiles(latencies: list[float]) -> dict[str, float | None]:

@@ -3,27 +3,20 @@ routing key ``tick`` to the durable topic exchange ``<source>.events``, as amqpr
 declare them), prefetch 100 on the channel, each message acked by ``message.process()`` after
 the handler ran.
 
-It prints ``H <count>`` every ``REPORT_EVERY`` events, like amqprpc_events.py. Runs in the
+It prints ``H <count>`` every ``_common.REPORT_EVERY`` events, like amqprpc_events.py. Runs in the
 peers venv: ``python aiopika_events.py '{"url": ..., "queue": ..., "source": ...}'``.
 """
 
 import asyncio
-import itertools
-import os
 import signal
 
 import _common
 import aio_pika
 
-REPORT_EVERY = 20
-_handled = itertools.count(1)
-
 
 async def on_tick(message):
     async with message.process():
-        count = next(_handled)
-        if count % REPORT_EVERY == 0:
-            os.write(1, b"H %d\n" % count)
+        _common.handled()
 
 
 async def run(p):

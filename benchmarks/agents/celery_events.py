@@ -8,16 +8,13 @@ result backend. Worker at its best as in celery_echo.py: ``--pool threads`` with
 prefetch multiplier 10 (100 unacked), acks before running (Celery's default). Env:
 BENCH_URL, BENCH_QUEUE, BENCH_EVENT_SOURCE.
 
-It prints ``H <count>`` every ``REPORT_EVERY`` events, like amqprpc_events.py.
+It prints ``H <count>`` every ``_common.REPORT_EVERY`` events, like amqprpc_events.py.
 """
 
-import itertools
 import os
 
+import _common  # on PYTHONPATH: the worker runs with the agents directory there
 from celery import Celery
-
-REPORT_EVERY = 20
-_handled = itertools.count(1)  # next() on a count is atomic under the GIL
 
 app = Celery("bench-events", broker=os.environ.get("BENCH_URL"))
 app.conf.update(
@@ -37,6 +34,4 @@ app.conf.update(
 
 @app.task(name="bench.on_tick", ignore_result=True)
 def on_tick(payload):
-    count = next(_handled)
-    if count % REPORT_EVERY == 0:
-        os.write(1, b"H %d\n" % count)
+    _common.handled()

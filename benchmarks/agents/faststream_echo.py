@@ -22,6 +22,11 @@ def main():
     async def echo(payload: str) -> str:
         return payload
 
+    serve(broker)
+
+
+def serve(broker: RabbitBroker) -> None:
+    """Run ``broker``'s subscribers as a FastStream app until SIGTERM (the runner's stop)."""
     app = FastStream(broker)
     loop = asyncio.new_event_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: app.exit())

@@ -3,21 +3,13 @@ queue (durable, bound with routing key ``tick`` to the durable topic exchange
 ``<source>.events``, the topology amqprpc and Nameko declare), prefetch 100 on its channel,
 acked after the handler returns (FastStream's default ack policy).
 
-It prints ``H <count>`` every ``REPORT_EVERY`` events, like amqprpc_events.py. Runs in the
+It prints ``H <count>`` every ``_common.REPORT_EVERY`` events, like amqprpc_events.py. Runs in the
 peers venv: ``python faststream_events.py '{"url": ..., "queue": ..., "source": ...}'``.
 """
 
-import asyncio
-import itertools
-import os
-import signal
-
 import _common
-from faststream import FastStream
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
-
-REPORT_EVERY = 20
-_handled = itertools.count(1)
+from faststream_echo import serve
 
 
 def main():
@@ -29,14 +21,9 @@ def main():
     @broker.subscriber(queue, exchange, channel=Channel(prefetch_count=p.get("prefetch", 100)),
                        no_reply=True)
     async def on_tick(payload: str) -> None:
-        count = next(_handled)
-        if count % REPORT_EVERY == 0:
-            os.write(1, b"H %d\n" % count)
+        _common.handled()
 
-    app = FastStream(broker)
-    loop = asyncio.new_event_loop()
-    loop.add_signal_handler(signal.SIGTERM, lambda: app.exit())
-    loop.run_until_complete(app.run())
+    serve(broker)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,20 +23,25 @@ from benchmarks.workloads import parse_wrk
 REPO = Path(__file__).resolve().parents[2]
 
 
+def quick_run(amqp_uri: str, out: Path, *args: str, timeout: float,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python -m benchmarks --quick ARGS`` against the test broker; its one results file."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", *args, "--broker", amqp_uri, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = out.glob("*.json")
+    return dict(json.loads(path.read_text()))
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_quick_run_writes_results(amqp_uri: str, tmp_path: Path) -> None:
     out, cache = tmp_path / "results", tmp_path / "venvs"
     cache.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "inflight", "--broker", amqp_uri,
-         "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=80,
-        env={**os.environ, "AMQPRPC_BENCH_CACHE": str(cache)},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    [path] = out.glob("*.json")
-    results = json.loads(path.read_text())
+    results = quick_run(amqp_uri, out, "--only", "inflight", timeout=80,
+                        env={**os.environ, "AMQPRPC_BENCH_CACHE": str(cache)})
 
     assert not any(cache.iterdir()), "an amqprpc-only workload must not build the benchmark venv"
     assert set(results["workloads"]) == {"inflight"}
@@ -81,15 +87,8 @@ PEERS = ("faststream", "aio-pika", "celery", "grpc", "grpc-aio")
 def test_every_peer_starts_answers_and_is_torn_down(amqp_uri: str, tmp_path: Path) -> None:
     """Each contender of issue #18 in its own venv: started, called, stopped, and reported;
     FastStream also behind FastAPI, called over HTTP by wrk (when wrk is installed)."""
-    out = tmp_path / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "seq,http", "--duration", "0.5",
-         "--systems", ",".join(PEERS), "--broker", amqp_uri, "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=280,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    [path] = out.glob("*.json")
-    results = json.loads(path.read_text())
+    results = quick_run(amqp_uri, tmp_path / "results", "--only", "seq,http", "--duration", "0.5",
+                        "--systems", ",".join(PEERS), timeout=280)
     cells = {cell["system"]: cell for cell in results["workloads"]["seq"]["cells"]}
     assert set(cells) == set(PEERS)
     for system, cell in cells.items():
@@ -116,15 +115,9 @@ EVENT_PEERS = ("faststream", "aio-pika", "celery")  # gRPC has no broker, so no 
 def test_every_peer_event_sink_handles_dispatched_events(amqp_uri: str, tmp_path: Path) -> None:
     """Workload 5 for each peer with events: its handler processes (one, then two) start on the
     shared handler queue, handle what its dispatcher publishes, and are torn down."""
-    out = tmp_path / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "events", "--duration", "0.5",
-         "--systems", ",".join(EVENT_PEERS), "--broker", amqp_uri, "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=220,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    [path] = out.glob("*.json")
-    cells = json.loads(path.read_text())["workloads"]["events"]["cells"]
+    results = quick_run(amqp_uri, tmp_path / "results", "--only", "events", "--duration", "0.5",
+                        "--systems", ",".join(EVENT_PEERS), timeout=220)
+    cells = results["workloads"]["events"]["cells"]
     assert {(cell["system"], cell["variant"]) for cell in cells} == {
         (system, variant) for system in EVENT_PEERS for variant in ("1 handler", "2 handlers")}
     for cell in cells:
